@@ -1,0 +1,162 @@
+"""Model builders of the book: plain ``nn.Sequential`` stacks with named layers.
+
+Layers carry readable names (``fc1``, ``conv2``, ``relu2``...) so that other modules can address
+them, e.g. ``grad_cam(model, x, target, layer="conv3")``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ._checks import check_choice, check_int
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "softplus": nn.Softplus}
+
+
+def _hidden_sizes(hidden, fn: str) -> tuple[int, ...]:
+    if isinstance(hidden, int):
+        hidden = (hidden,)
+    try:
+        return tuple(check_int(h, "hidden", fn) for h in hidden)
+    except TypeError as err:
+        raise TypeError(
+            f"{fn}: `hidden` must be an int or a sequence of ints, got {hidden!r}"
+        ) from err
+
+
+def mlp(
+    in_features: int,
+    hidden: int | tuple[int, ...] = (256, 256),
+    out_features: int = 10,
+    *,
+    activation: str = "relu",
+    batch_norm: bool = False,
+    bias: bool = True,
+) -> nn.Sequential:
+    """Build a multilayer perceptron that flattens its input first.
+
+    Layers are named ``flatten, fc1, [bn1,] act1, fc2, ..., fc{L+1}``; the last linear layer is
+    the classifier, the output of the last activation the penultimate features.
+
+    Args:
+        in_features: input size after flattening (64 for 8x8 digits).
+        hidden: width of each hidden layer (an int for one layer).
+        out_features: number of outputs (classes).
+        activation: ``"relu"``, ``"tanh"``, ``"gelu"`` or ``"softplus"``.
+        batch_norm: insert ``BatchNorm1d`` after each hidden linear layer.
+        bias: give linear layers a bias (bias-free ReLU nets are positively homogeneous).
+
+    Returns:
+        ``nn.Sequential`` mapping (B, ...) with prod(...) = in_features to (B, out_features).
+    """
+    fn = "mlp"
+    in_features = check_int(in_features, "in_features", fn)
+    out_features = check_int(out_features, "out_features", fn)
+    check_choice(activation, "activation", fn, tuple(_ACTIVATIONS))
+    sizes = (in_features, *_hidden_sizes(hidden, fn))
+    layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        layers.append((f"fc{i}", nn.Linear(a, b, bias=bias)))
+        if batch_norm:
+            layers.append((f"bn{i}", nn.BatchNorm1d(b)))
+        layers.append((f"act{i}", _ACTIVATIONS[activation]()))
+    layers.append((f"fc{len(sizes)}", nn.Linear(sizes[-1], out_features, bias=bias)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+def small_cnn(
+    in_channels: int = 1,
+    num_classes: int = 10,
+    *,
+    channels: tuple[int, ...] = (16, 32, 32),
+    batch_norm: bool = False,
+    pool_every: int = 1,
+) -> nn.Sequential:
+    """Build a small convolutional classifier: 3x3 conv blocks, global average pooling, linear.
+
+    Block ``i`` is ``conv{i}`` (3x3, padding 1), optional ``bn{i}``, ``relu{i}``, and a 2x2 max
+    pool ``pool{i}`` after every ``pool_every``-th block except the last, so the last conv layer
+    keeps spatial resolution for Grad-CAM. Then ``gap`` (global average pooling), ``flatten`` and
+    ``fc``. Works for any input size of at least 2**(number of pools) pixels.
+
+    Returns:
+        ``nn.Sequential`` mapping (B, in_channels, H, W) to (B, num_classes).
+    """
+    fn = "small_cnn"
+    in_channels = check_int(in_channels, "in_channels", fn)
+    num_classes = check_int(num_classes, "num_classes", fn)
+    pool_every = check_int(pool_every, "pool_every", fn)
+    widths = _hidden_sizes(channels, fn)
+    layers: list[tuple[str, nn.Module]] = []
+    previous = in_channels
+    for i, width in enumerate(widths, start=1):
+        layers.append((f"conv{i}", nn.Conv2d(previous, width, 3, padding=1)))
+        if batch_norm:
+            layers.append((f"bn{i}", nn.BatchNorm2d(width)))
+        layers.append((f"relu{i}", nn.ReLU()))
+        if i < len(widths) and i % pool_every == 0:
+            layers.append((f"pool{i}", nn.MaxPool2d(2)))
+        previous = width
+    layers += [
+        ("gap", nn.AdaptiveAvgPool2d(1)),
+        ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(previous, num_classes)),
+    ]
+    return nn.Sequential(OrderedDict(layers))
+
+
+class TinyTransformer(nn.Module):
+    """A decoder-only (causal) transformer language model (Vaswani et al. 2017; GPT-style,
+    pre-norm). Input (B, T) token ids with T <= context; output (B, T, vocab_size) logits."""
+
+    def __init__(self, vocab_size: int, context: int, d_model: int, n_layers: int, n_heads: int):
+        super().__init__()
+        self.context = context
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.position = nn.Parameter(torch.zeros(context, d_model))
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, dim_feedforward=4 * d_model, dropout=0.0,
+            activation="gelu", batch_first=True, norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+        nn.init.normal_(self.position, std=1 / math.sqrt(d_model))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 2 or tokens.shape[1] > self.context:
+            raise ValueError(
+                f"TinyTransformer: expected token ids of shape (B, T) with T <= {self.context}, "
+                f"got {tuple(tokens.shape)}"
+            )
+        t = tokens.shape[1]
+        h = self.embed(tokens) + self.position[:t]
+        causal = nn.Transformer.generate_square_subsequent_mask(t, device=tokens.device)
+        h = self.blocks(h, mask=causal, is_causal=True)
+        return self.head(self.norm(h))
+
+
+def tiny_transformer(
+    vocab_size: int, context: int = 32, *, d_model: int = 32, n_layers: int = 2, n_heads: int = 2
+) -> TinyTransformer:
+    """Build a `TinyTransformer` causal language model (for the scaling-law chapter).
+
+    Returns:
+        A module mapping token ids (B, T), T <= context, to logits (B, T, vocab_size).
+    """
+    fn = "tiny_transformer"
+    args = [check_int(v, k, fn) for k, v in
+            (("vocab_size", vocab_size), ("context", context), ("d_model", d_model),
+             ("n_layers", n_layers), ("n_heads", n_heads))]
+    if args[2] % args[4]:
+        raise ValueError(f"{fn}: `d_model` ({d_model}) must be divisible by `n_heads` ({n_heads})")
+    return TinyTransformer(*args)
+
+
+def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
+    """Return the number of (trainable) parameters of a model."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,5 @@
+"""Explorers of the contrastive chapter (factories built on `deepscope.widgets.core.explorer`)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

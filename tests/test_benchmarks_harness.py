@@ -1,0 +1,16 @@
+import time
+
+from benchmarks import Benchmark, Result, format_table, measure
+
+
+def test_measure_interleaves_and_reports_ratio():
+    order = []
+    bench = Benchmark("sleepy", ours=lambda: (order.append("o"), time.sleep(0.002)),
+                      reference=lambda: (order.append("r"), time.sleep(0.004)),
+                      reference_name="slower", target=1.0, repeats=4, warmup=1)
+    result = measure(bench)
+    assert order[:2] == ["o", "r"] and order[2:6] == ["o", "r", "r", "o"]
+    assert 0.2 < result.ratio < 0.9 and result.meets_target
+    table = format_table([result, Result("x", "y", 2.0, 1.0, None)])
+    assert "sleepy" in table and "slower" in table and "ok" in table and "2.00" in table
+    assert Result("x", "y", 2.0, 1.0, 1.5).meets_target is False

@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+import torch
+from deepscope import data
+
+
+def test_digits_split_is_fixed_disjoint_and_scaled():
+    x, y = data.digits("train")
+    xt, yt = data.digits("test")
+    xa, ya = data.digits("all")
+    assert x.shape == (1400, 1, 8, 8) and xt.shape == (397, 1, 8, 8) and xa.shape[0] == 1797
+    assert x.dtype == torch.float32 and y.dtype == torch.long
+    assert 0 <= float(x.min()) and float(x.max()) == 1.0
+    assert torch.bincount(yt, minlength=10).min() >= 30  # every class is in the test split
+    rows = {tuple(r.tolist()) + (int(c),) for r, c in zip(x.flatten(1), y)}
+    test_rows = [tuple(r.tolist()) + (int(c),) for r, c in zip(xt.flatten(1), yt)]
+    assert sum(r in rows for r in test_rows) <= 5  # only exact duplicate images may repeat
+    x2, y2 = data.digits("train")
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    flat, _ = data.digits("test", flatten=True, dtype=torch.float64)
+    assert flat.shape == (397, 64) and flat.dtype == torch.float64
+
+
+def test_digits_rejects_unknown_split():
+    with pytest.raises(ValueError, match="digits: `split` must be one of 'train', 'test', 'all'"):
+        data.digits("validation")
+
+
+def test_block_digits_ground_truth():
+    b = data.block_digits("test", seed=3)
+    images, labels = data.digits("test")
+    assert b.x.shape == (397, 1, 16, 8) and b.mask.dtype == torch.bool
+    assert torch.equal(b.y, labels)
+    # The masked block is exactly the digit; the other block is the same patch for everyone.
+    assert torch.equal(b.x[b.mask].view(-1, 8, 8), images[:, 0])
+    patch = torch.from_numpy(data.null_patch())
+    assert torch.equal(b.x[~b.mask].view(-1, 8, 8), patch.expand(397, 8, 8))
+    assert torch.equal(b.mask[:, 0, 0, 0], b.top)
+    assert 0.4 < b.top.float().mean() < 0.6
+    # Placement is random per image but repeatable per seed.
+    assert torch.equal(data.block_digits("test", seed=3).x, b.x)
+    assert not torch.equal(data.block_digits("test", seed=4).top, b.top)
+
+
+def test_block_digits_noise_and_subsample():
+    b = data.block_digits(n=3000, seed=0, noise=0.1)
+    assert b.x.shape[0] == 3000
+    clean = data.block_digits(n=3000, seed=0)
+    assert torch.equal(b.mask, clean.mask)
+    assert abs(float((b.x - clean.x).std()) - 0.1) < 0.005
+    with pytest.raises(ValueError, match="`noise` must be >= 0"):
+        data.block_digits(noise=-1.0)
+    with pytest.raises(TypeError, match="`n` must be an int"):
+        data.block_digits(n=2.5)
+
+
+def _ink_box(tile):
+    rows, cols = np.nonzero(tile)
+    return rows.min(), cols.min(), rows.max() + 1, cols.max() + 1
+
+
+def test_digit_canvas_box_holds_all_ink_and_nothing_else_does():
+    c = data.digit_canvas("test", size=24, scale=2, seed=5)
+    images, labels = data.digits("test")
+    assert c.x.shape == (397, 1, 24, 24) and torch.equal(c.y, labels)
+    assert c.marker_boxes is None and c.marker_class is None
+    assert float(c.x[~c.mask].abs().max()) == 0.0
+    for i in range(0, 397, 13):
+        t, l, b, r = c.boxes[i].tolist()
+        crop = c.x[i, 0, t:b, l:r].numpy()
+        tile = np.kron(images[i, 0].numpy(), np.ones((2, 2), dtype=np.float32))
+        t0, l0, b0, r0 = _ink_box(tile)
+        assert np.array_equal(crop, tile[t0:b0, l0:r0])  # the box is the tight ink box
+        assert c.mask[i, 0].sum() == (b - t) * (r - l)
+
+
+def test_digit_canvas_distractors_stay_outside_the_box():
+    clean = data.digit_canvas(n=300, size=28, scale=2, seed=1)
+    busy = data.digit_canvas(n=300, size=28, scale=2, distractors=5, seed=1)
+    assert torch.equal(clean.boxes, busy.boxes)
+    assert torch.equal(busy.x[busy.mask], clean.x[clean.mask])  # nothing added inside a box
+    assert float(busy.x[~busy.mask].sum()) > 0  # but there is clutter outside
+
+
+def test_digit_canvas_marker_encodes_the_label():
+    c = data.digit_canvas(n=2000, size=24, scale=2, marker=0.8, seed=2)
+    agree = (c.marker_class == c.y).float().mean()
+    assert 0.78 < agree < 0.86  # 0.8 + 0.2 * 1/10 expected
+    assert torch.all(c.boxes[:, 0] >= data.MARKER_BAND)  # digits sit below the marker band
+    for i in range(0, 2000, 97):
+        t, l, b, r = c.marker_boxes[i].tolist()
+        assert torch.all(c.x[i, 0, t:b, l:r] == 1.0)
+    shifted = data.digit_canvas(n=500, size=24, scale=2, marker=1.0, marker_offset=1, seed=2)
+    assert torch.equal(shifted.marker_class, (shifted.y + 1) % 10)
+
+
+@pytest.mark.parametrize("kwargs, err, msg", [
+    ({"size": 10}, ValueError, "`size` must be >= 16"),
+    ({"size": 20, "marker": 0.5}, ValueError, "`size` must be >= 21"),
+    ({"size": 25, "scale": 3, "marker": 0.5}, ValueError, "below the marker band"),
+    ({"marker": 1.5}, ValueError, "probability in \\[0, 1\\]"),
+    ({"scale": 0}, ValueError, "`scale` must be >= 1"),
+    ({"distractors": -1}, ValueError, "`distractors` must be >= 0"),
+])
+def test_digit_canvas_bad_input(kwargs, err, msg):
+    with pytest.raises(err, match=msg):
+        data.digit_canvas(n=2, **kwargs)
+
+
+def test_registry_verifies_files(tmp_path, monkeypatch):
+    name = "chinchilla_svg_extracted_data.csv"
+    path = data.data_path(name)
+    assert data.sha256_of(path) == data.REGISTRY[name][0]
+    assert path.stat().st_size == data.REGISTRY[name][1]
+    with pytest.raises(KeyError, match="not a registered data file"):
+        data.data_path("nope.csv")
+    monkeypatch.setenv("DEEPSCOPE_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="registered but missing"):
+        data.data_path(name)
+    altered = tmp_path / name
+    altered.write_bytes(path.read_bytes()[:-10])  # truncated
+    with pytest.raises(data.DataIntegrityError, match="was altered or truncated"):
+        data.data_path(name)
+    assert data.data_path(name, verify=False) == altered
+
+
+def test_chinchilla_points():
+    full = data.load_chinchilla_points(drop_outliers=False)
+    kept = data.load_chinchilla_points()
+    assert len(full["loss"]) == 245 and len(kept["loss"]) == 240
+    np.testing.assert_allclose(kept["D"], kept["C"] / (6 * kept["N"]))
+    dropped = np.sort(full["loss"])[-5:]
+    assert kept["loss"].max() < dropped.min()
+    assert set(kept) == {"N", "C", "D", "loss"}
+    assert np.all(kept["N"] > 1e7) and np.all(kept["loss"] > 1.5)

@@ -1,0 +1,1 @@
+"""Maintenance tools of the book (not part of the `deepscope` library)."""
