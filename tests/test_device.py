@@ -110,3 +110,11 @@ def test_lazy_submodules():
     assert "saliency" in dir(deepscope)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         deepscope.nope  # noqa: B018
+
+
+def test_seed_env_replaces_notebook_seed(monkeypatch):
+    monkeypatch.setenv("DEEPSCOPE_SEED", "11")
+    assert deepscope.setup_notebook(seed=0, quiet=True, style=False).seed == 11
+    monkeypatch.setenv("DEEPSCOPE_SEED", "eleven")
+    with pytest.raises(ValueError, match="DEEPSCOPE_SEED must be an int, got 'eleven'"):
+        deepscope.setup_notebook(quiet=True, style=False)

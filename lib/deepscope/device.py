@@ -8,6 +8,8 @@ Environment variables read here (all optional):
   it to cores / parallel workers: torch on two cores loses badly to oversubscription.
 - ``DEEPSCOPE_FULL``: the cost switch of the book. ``1`` runs the full-size experiments a
   notebook offers; unset (the default, and what CI runs) runs the quick versions.
+- ``DEEPSCOPE_SEED``: replaces the seed a notebook passes to `setup_notebook`. Used to calibrate
+  a notebook's asserts over several seeds (``python -m tools.calibrate``).
 """
 
 from __future__ import annotations
@@ -129,13 +131,19 @@ def setup_notebook(seed: int = 0, *, style: bool = True, quiet: bool = False) ->
     one line saying the device, the thread count and the cost mode.
 
     Args:
-        seed: seed for `seed_everything`.
+        seed: seed for `seed_everything` (``DEEPSCOPE_SEED``, when set, replaces it).
         style: apply the book's matplotlib style (`deepscope.plotting.use_book_style`).
         quiet: do not print the device line.
 
     Returns:
         A `NotebookContext` with ``device``, ``seed``, ``full`` (the cost switch) and ``threads``.
     """
+    env_seed = os.environ.get("DEEPSCOPE_SEED")
+    if env_seed:
+        try:
+            seed = int(env_seed)
+        except ValueError as err:
+            raise ValueError(f"DEEPSCOPE_SEED must be an int, got {env_seed!r}") from err
     seed_everything(seed)
     threads = default_threads()
     torch.set_num_threads(threads)
