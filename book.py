@@ -75,8 +75,11 @@ def setup(use_venv: bool) -> str:
         python = str(_venv_python())
     else:
         python = sys.executable
-    stamp = Path(python).resolve().parent.parent / ".deepscope-install"
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
+    # The stamp lives in the environment it describes and names this checkout: an editable
+    # install points at one clone.
+    stamp = (VENV if use_venv else Path(sys.prefix)) / ".deepscope-install"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()
+                            + str(ROOT).encode()).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == wanted:
         return python
     _install_torch(python)
