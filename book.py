@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +52,16 @@ def _has_nvidia_gpu() -> bool:
                            stderr=subprocess.DEVNULL) == 0
 
 
+def _local_cpu_wheel(python: str) -> str | None:
+    """Return a local CPU wheel of TORCH_CPU that pip's configured find-links offer, if any."""
+    folder = tempfile.mkdtemp(prefix="deepscope-torch-")
+    code = subprocess.call([python, "-m", "pip", "download", "--no-deps", "--no-index", "-q",
+                            "-d", folder, TORCH_CPU],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wheels = [f for f in os.listdir(folder) if f.endswith(".whl") and "+cpu" in f]
+    return os.path.join(folder, wheels[0]) if code == 0 and wheels else None
+
+
 def _install_torch(python: str) -> None:
     """Install torch unless present: the CUDA build only where an NVIDIA GPU exists."""
     if subprocess.call([python, "-c", "import torch"], stderr=subprocess.DEVNULL) == 0:
@@ -59,9 +70,10 @@ def _install_torch(python: str) -> None:
     if _has_nvidia_gpu() or platform.system() != "Linux":
         ok = _run([*pip, "torch>=2.2"]) == 0  # CUDA on NVIDIA machines; CPU/MPS on macOS, Windows
     else:
-        # A local CPU wheel where the machine has one (as on CI), else PyTorch's CPU index.
-        ok = (_run([*pip, "--no-index", TORCH_CPU]) == 0
-              or _run([*pip, TORCH_CPU, "--index-url", TORCH_CPU_INDEX]) == 0)
+        # A local CPU wheel where pip's find-links has one (as on CI), else PyTorch's CPU index.
+        wheel = _local_cpu_wheel(python)
+        ok = (_run([*pip, wheel]) == 0 if wheel
+              else _run([*pip, TORCH_CPU, "--index-url", TORCH_CPU_INDEX]) == 0)
     if not ok:
         sys.exit("book.py: could not install torch; install a build for this machine and rerun")
 
