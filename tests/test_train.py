@@ -182,3 +182,13 @@ def test_cache_key_needs_tensor_data():
                           test=(torch.zeros(2, 64), torch.zeros(2, dtype=torch.long)),
                           loss_fn=torch.nn.functional.cross_entropy, lr=1e-3)
     assert len(key) == 64
+
+
+def test_evaluate_and_cached_fit_bad_input(digits):
+    (x, y), _ = digits
+    with pytest.raises(TypeError, match="evaluate: `model` must be a torch.nn.Module"):
+        train.evaluate(None, (x, y))
+    with pytest.raises(ValueError, match="evaluate: `data` inputs and targets must have the same"):
+        train.evaluate(_model(), (x, y[:10]))
+    with pytest.raises(TypeError, match="cached_fit: `model` must be a torch.nn.Module"):
+        train.cached_fit("net", (x, y))
