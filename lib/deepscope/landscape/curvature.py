@@ -1,0 +1,418 @@
+"""Curvature of the loss at the model's parameters: Hessian-vector products, the top
+eigenvalues, the trace and the spectral density of the Hessian, all without forming it.
+
+The Hessian is that of L(theta) = mean loss over ``data`` with respect to the trainable
+parameters, the model in eval mode (dropout off, batch norm with its running statistics).
+
+- `hvp`: H v by double back-propagation (Pearlmutter 1994): H v = d/dtheta <grad L, v>.
+- `top_eigenvalues`: Lanczos (default) or power iteration with deflation on v -> H v.
+- `hessian_trace`: Hutchinson's estimator E[z^T H z] = tr H for Rademacher z (Hutchinson 1989;
+  Avron & Toledo 2011), with its standard error.
+- `spectral_density`: stochastic Lanczos quadrature (Golub & Meurant 2010; Ghorbani, Krishnan &
+  Xiao 2019, "An investigation into neural net optimization via Hessian eigenvalue density").
+- `hessian_matrix`: the exact Hessian, for small models and tests.
+
+Parameters are never written: gradients are taken with respect to detached copies of the
+weights passed through ``torch.func.functional_call``, so ``.grad`` and the weights of the
+user's model are untouched, also when ``loss_fn`` raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .._checks import check_choice, check_float, check_int, check_module, model_device
+from .._guards import eval_mode
+from ._core import (
+    _frozen_state,
+    as_point,
+    as_vector,
+    check_loss_fn,
+    check_point,
+    data_batches,
+    loss_at,
+    trainable_parameters,
+)
+from .linalg import lanczos, power_iteration, ritz_pairs
+
+__all__ = [
+    "HessianOperator",
+    "hessian_operator",
+    "loss_gradient",
+    "hvp",
+    "hessian_matrix",
+    "top_eigenvalues",
+    "hessian_trace",
+    "SpectralDensity",
+    "spectral_density",
+]
+
+
+class HessianOperator:
+    """The map v -> H v for the Hessian of the loss at the model's current parameters.
+
+    With ``data`` a single pair ``(x, y)`` the gradient's graph is built once and every product
+    is one backward pass through it (``create_graph`` + ``retain_graph``); with an iterable of
+    batches each product runs forward and double-backward per batch and averages (weighted by
+    batch size). Vectors are flat, shape (P,), in the order of the model's trainable
+    parameters (`as_vector` / `as_point` convert).
+
+    Attributes: ``dim`` (P), ``dtype``, ``device``, ``params`` (the point, a dict), ``calls``
+    (the number of products computed so far).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, data, *, fn: str = "hessian_operator"):
+        check_module(model, fn)
+        self.loss_fn = check_loss_fn(loss_fn, fn)
+        self.model = model
+        self.params = trainable_parameters(model)
+        first = next(iter(self.params.values()))
+        self.dim = sum(p.numel() for p in self.params.values())
+        self.dtype, self.device = first.dtype, first.device
+        self.batches = data_batches(data, fn, model_device(model))
+        self.frozen = _frozen_state(model)
+        self.calls = 0
+        self._graph = self._gradient_graph(self.batches) if len(self.batches) == 1 else None
+
+    def _gradient_graph(self, batches):
+        leaves = {n: p.detach().requires_grad_(True) for n, p in self.params.items()}
+        with torch.enable_grad(), eval_mode(self.model):
+            loss = loss_at(self.model, leaves, self.frozen, self.loss_fn, batches)
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
+        return list(leaves.values()), grads, loss.detach()
+
+    def _views(self, v: torch.Tensor):
+        out, offset = [], 0
+        for p in self.params.values():
+            n = p.numel()
+            out.append(v[..., offset : offset + n].reshape(*v.shape[:-1], *p.shape))
+            offset += n
+        return out
+
+    def _product(self, graph, v, batched):
+        leaves, grads, _ = graph
+        views = self._views(v)
+        live = [i for i, g in enumerate(grads) if g.requires_grad]  # others: constant gradient
+        hv = [None] * len(leaves)
+        if live:
+            parts = torch.autograd.grad([grads[i] for i in live], leaves,
+                                        grad_outputs=[views[i] for i in live],
+                                        retain_graph=True, is_grads_batched=batched,
+                                        allow_unused=True)
+            hv = list(parts)
+        return torch.cat([(torch.zeros_like(view) if h is None else h).reshape(*v.shape[:-1], -1)
+                          for h, view in zip(hv, views)], dim=-1)
+
+    def _apply(self, v: torch.Tensor, batched: bool) -> torch.Tensor:
+        if v.shape[-1] != self.dim:
+            raise ValueError(f"hessian_operator: vectors must have {self.dim} entries (the "
+                             f"trainable parameters), got shape {tuple(v.shape)}")
+        v = v.to(device=self.device, dtype=self.dtype)
+        self.calls += v.shape[0] if batched else 1
+        if self._graph is not None:
+            return self._product(self._graph, v, batched)
+        total = sum(len(x) for x, _ in self.batches)
+        out = 0
+        for batch in self.batches:
+            out = out + self._product(self._gradient_graph([batch]), v, batched) * (
+                len(batch[0]) / total)
+        return out
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        """Return H v for v of shape (P,)."""
+        return self._apply(v, batched=False)
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """Return (H V^T)^T for V of shape (M, P), M products in one batched backward pass."""
+        return self._apply(V, batched=True)
+
+    def gradient(self) -> torch.Tensor:
+        """Return the gradient of the loss, flat (P,)."""
+        if self._graph is not None:
+            return torch.cat([g.detach().reshape(-1) for g in self._graph[1]])
+        total = sum(len(x) for x, _ in self.batches)
+        return sum(torch.cat([g.detach().reshape(-1) for g in self._gradient_graph([b])[1]])
+                   * (len(b[0]) / total) for b in self.batches)
+
+
+def hessian_operator(model: nn.Module, loss_fn: Callable, data) -> HessianOperator:
+    """Return the Hessian of the loss as a matrix-free operator v (P,) -> H v (P,).
+
+    Use it with `power_iteration` / `lanczos`, or call `HessianOperator.matmat` for many
+    vectors. See `HessianOperator`.
+    """
+    return HessianOperator(model, loss_fn, data)
+
+
+def loss_gradient(model: nn.Module, loss_fn: Callable, data) -> torch.Tensor:
+    """Return the gradient of the mean loss with respect to the trainable parameters, flat (P,).
+
+    The model's ``.grad`` fields are not touched. Use `as_point` for a dict.
+    """
+    return HessianOperator(model, loss_fn, data, fn="loss_gradient").gradient()
+
+
+def hvp(model: nn.Module, loss_fn: Callable, data, v):
+    """Return the Hessian-vector product H v (Pearlmutter 1994) at the model's parameters.
+
+    Args:
+        model, loss_fn, data: the loss L(theta) = mean of ``loss_fn(model(x), y)``.
+        v: a flat vector (P,) or a dict name -> tensor with the trainable parameters' shapes.
+
+    Returns:
+        H v in the form of ``v`` (a flat (P,) tensor or a dict).
+    """
+    fn = "hvp"
+    op = HessianOperator(model, loss_fn, data, fn=fn)
+    if isinstance(v, torch.Tensor):
+        if v.shape != (op.dim,):
+            raise ValueError(f"{fn}: `v` must have shape ({op.dim},) (the trainable "
+                             f"parameters), got {tuple(v.shape)}")
+        return op(v)
+    point = check_point(v, op.params, "v", fn)
+    return {n: t.clone() for n, t in as_point(op.params, op(as_vector(point))).items()}
+
+
+def hessian_matrix(model: nn.Module, loss_fn: Callable, data, *, batch_size: int = 64,
+                   max_params: int = 5000) -> torch.Tensor:
+    """Return the exact Hessian (P, P), one Hessian-vector product per basis vector.
+
+    Args:
+        model, loss_fn, data: the loss.
+        batch_size: basis vectors per batched backward pass.
+        max_params: refuse models larger than this (the matrix has P^2 entries).
+    """
+    fn = "hessian_matrix"
+    op = HessianOperator(model, loss_fn, data, fn=fn)
+    max_params = check_int(max_params, "max_params", fn)
+    if op.dim > max_params:
+        raise ValueError(f"{fn}: the model has {op.dim} trainable parameters, more than "
+                         f"`max_params` = {max_params}; use top_eigenvalues, hessian_trace or "
+                         "spectral_density, which never form the matrix")
+    batch_size = check_int(batch_size, "batch_size", fn)
+    eye = torch.eye(op.dim, dtype=op.dtype, device=op.device)
+    H = torch.cat([op.matmat(chunk) for chunk in eye.split(batch_size)])
+    return (H + H.T) / 2  # symmetric up to rounding; make it exactly so for eigvalsh
+
+
+def _start_vector(op: HessianOperator, seed, fn: str, rademacher=False) -> torch.Tensor:
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(check_int(seed, "seed", fn, minimum=0))
+    if rademacher:
+        v = torch.randint(0, 2, (op.dim,), generator=generator).to(torch.float64) * 2 - 1
+    else:
+        v = torch.randn(op.dim, generator=generator, dtype=torch.float64)
+    return v.to(device=op.device, dtype=op.dtype)
+
+
+def top_eigenvalues(
+    model: nn.Module,
+    loss_fn: Callable,
+    data,
+    k: int = 1,
+    *,
+    method: str = "lanczos",
+    max_iter: int | None = None,
+    tol: float = 1e-4,
+    seed: int | None = 0,
+    return_vectors: bool = False,
+):
+    """Return the k largest eigenvalues of the Hessian of the loss.
+
+    ``method="lanczos"`` (default): Lanczos with full re-orthogonalisation from a Gaussian start
+    vector, stopped when each of the k largest Ritz pairs (theta_i, u_i) has residual
+    ||H u_i - theta_i u_i|| = |beta_m s_{m,i}| <= tol * |theta_i|. The residual bounds the
+    distance to an eigenvalue, so with the default ``tol`` the relative error is <= 1e-4 (in
+    practice far smaller: the error of a Ritz value is about residual^2 / gap). Largest means
+    largest *algebraic* value.
+
+    ``method="power"``: power iteration with deflation (`power_iteration`, as PyHessian does);
+    stops when the eigenvalue changes by less than ``tol`` relative; finds the eigenvalues of
+    largest *magnitude* (the same near a minimum, where negative ones are small).
+
+    Args:
+        model, loss_fn, data: the loss L(theta) = mean of ``loss_fn(model(x), y)``.
+        k: number of eigenvalues.
+        method: ``"lanczos"`` or ``"power"``.
+        max_iter: Lanczos steps (default min(P, 100 + 4 k)), or power iterations per eigenpair
+            (default 1000).
+        tol: the stopping tolerance described above.
+        seed: seed of the start vector (None: random).
+        return_vectors: also return the unit eigenvectors.
+
+    Returns:
+        Eigenvalues (k,) in decreasing order, float64 on the CPU; with ``return_vectors`` also
+        the eigenvectors (k, P), flat, on the model's device (`as_point` turns one into a dict).
+    """
+    fn = "top_eigenvalues"
+    check_choice(method, "method", fn, ("lanczos", "power"))
+    op = HessianOperator(model, loss_fn, data, fn=fn)
+    k = check_int(k, "k", fn)
+    if k > op.dim:
+        raise ValueError(f"{fn}: `k` must be <= the number of trainable parameters {op.dim}, "
+                         f"got {k}")
+    tol = check_float(tol, "tol", fn, positive=True)
+    v0 = _start_vector(op, seed, fn)
+    if method == "power":
+        iters = check_int(max_iter, "max_iter", fn) if max_iter is not None else 1000
+        values, vectors = power_iteration(op, v0, k=k, max_iter=iters, tol=tol)
+        order = values.argsort(descending=True)
+        values, vectors = values[order], vectors[order]
+    else:
+        iters = check_int(max_iter, "max_iter", fn) if max_iter is not None else 100 + 4 * k
+        iters = min(iters, op.dim)
+
+        def converged(alpha, beta):
+            if len(alpha) < k + 1:
+                return False
+            theta, s = ritz_pairs(alpha, beta[:-1])
+            residual = (beta[-1] * s[-1, -k:]).abs()
+            return bool((residual <= tol * theta[-k:].abs()).all())
+
+        alpha, beta, Q = lanczos(op, v0, iters, stop=converged)
+        if len(alpha) < k:
+            raise ValueError(f"{fn}: the Krylov space has dimension {len(alpha)} < k = {k} "
+                             "(the Hessian has fewer distinct eigenvalues); use a smaller k")
+        theta, s = ritz_pairs(alpha, beta)
+        values = theta.flip(0)[:k]
+        vectors = (s.flip(1)[:, :k].T @ Q) if return_vectors else None
+    values = values.detach().to("cpu", torch.float64)
+    if return_vectors:
+        vectors = vectors / vectors.norm(dim=1, keepdim=True)
+        return values, vectors.detach()
+    return values
+
+
+def hessian_trace(
+    model: nn.Module,
+    loss_fn: Callable,
+    data,
+    samples: int = 100,
+    seed: int | None = None,
+    *,
+    batch_size: int = 1,
+    return_stderr: bool = False,
+):
+    """Estimate the trace of the Hessian with Hutchinson's estimator.
+
+    tr H = E[z^T H z] for z with i.i.d. Rademacher (+-1) entries (Hutchinson 1989); the
+    estimate is the mean of ``samples`` draws and its standard error is the sample standard
+    deviation / sqrt(samples).
+
+    Args:
+        model, loss_fn, data: the loss.
+        samples: number of probe vectors z.
+        seed: seed of the probes (None: random).
+        batch_size: probes per batched backward pass (more is faster on a GPU).
+        return_stderr: also return the standard error.
+
+    Returns:
+        The estimate, a 0-d float64 tensor (CPU); with ``return_stderr`` the pair
+        ``(estimate, standard_error)``.
+    """
+    fn = "hessian_trace"
+    op = HessianOperator(model, loss_fn, data, fn=fn)
+    samples = check_int(samples, "samples", fn, minimum=2 if return_stderr else 1)
+    batch_size = check_int(batch_size, "batch_size", fn)
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(check_int(seed, "seed", fn, minimum=0))
+    values = []
+    for start in range(0, samples, batch_size):
+        m = min(batch_size, samples - start)
+        z = (torch.randint(0, 2, (m, op.dim), generator=generator) * 2 - 1).to(
+            device=op.device, dtype=op.dtype)
+        hz = op.matmat(z) if m > 1 else op(z[0])[None]
+        values.append((z * hz).sum(dim=1))
+    values = torch.cat(values).detach().to("cpu", torch.float64)
+    estimate = values.mean()
+    if not return_stderr:
+        return estimate
+    return estimate, values.std(unbiased=True) / math.sqrt(samples)
+
+
+@dataclass
+class SpectralDensity:
+    """Stochastic Lanczos quadrature of a Hessian spectrum: for each run r a quadrature rule
+    with nodes ``nodes[r]`` (Ritz values) and ``weights[r]`` (summing to 1), so that
+    (1/P) sum_i f(lambda_i) ~ mean_r sum_j weights[r, j] f(nodes[r, j])."""
+
+    nodes: torch.Tensor  # (runs, m)
+    weights: torch.Tensor  # (runs, m)
+    dim: int  # P, the number of eigenvalues
+
+    def density(self, grid=None, sigma: float | None = None, points: int = 400):
+        """Return ``(grid, values)``: the spectral density smoothed with a Gaussian kernel of
+        width ``sigma`` (default 1% of the node range), phi(t) = mean_r sum_j w_rj N(t;
+        theta_rj, sigma^2), on ``grid`` (default ``points`` values covering the nodes +- 5
+        sigma). It integrates to 1 over a grid that covers the nodes."""
+        lo, hi = float(self.nodes.min()), float(self.nodes.max())
+        if sigma is None:
+            sigma = max(hi - lo, 1e-12) / 100
+        sigma = check_float(sigma, "sigma", "SpectralDensity.density", positive=True)
+        if grid is None:
+            grid = torch.linspace(lo - 5 * sigma, hi + 5 * sigma, points, dtype=torch.float64)
+        grid = torch.as_tensor(grid, dtype=torch.float64)
+        z = (grid[:, None, None] - self.nodes[None]) / sigma
+        kernel = torch.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
+        return grid, (kernel * self.weights[None]).sum(-1).mean(-1)
+
+    def fraction_above(self, threshold: float) -> float:
+        """Return the estimated fraction of eigenvalues above ``threshold`` (times ``dim``: the
+        estimated count)."""
+        return float((self.weights * (self.nodes > threshold)).sum(-1).mean())
+
+
+def spectral_density(
+    model: nn.Module,
+    loss_fn: Callable,
+    data,
+    *,
+    iters: int = 80,
+    runs: int = 4,
+    seed: int | None = 0,
+) -> SpectralDensity:
+    """Estimate the eigenvalue density of the Hessian by stochastic Lanczos quadrature.
+
+    For each run: Lanczos (`lanczos`, full re-orthogonalisation) for ``iters`` steps from a
+    normalised Rademacher vector v gives T = V^T H V = S diag(theta) S^T; then v^T f(H) v ~
+    sum_j S_{1j}^2 f(theta_j), and E_v[v^T f(H) v] = (1/P) tr f(H) (Ghorbani et al. 2019,
+    section 3; Golub & Meurant 2010). The extreme nodes converge to the extreme eigenvalues.
+
+    Args:
+        model, loss_fn, data: the loss.
+        iters: Lanczos steps per run (at most P).
+        runs: independent start vectors averaged.
+        seed: seed of the start vectors (None: random).
+
+    Returns:
+        A `SpectralDensity` (nodes, weights (runs, m) float64 CPU tensors; ``.density()``
+        smooths it on a grid).
+    """
+    fn = "spectral_density"
+    op = HessianOperator(model, loss_fn, data, fn=fn)
+    iters = min(check_int(iters, "iters", fn), op.dim)
+    runs = check_int(runs, "runs", fn)
+    base = None if seed is None else check_int(seed, "seed", fn, minimum=0)
+    nodes, weights = [], []
+    for r in range(runs):
+        v0 = _start_vector(op, None if base is None else base + r, fn, rademacher=True)
+        alpha, beta, _ = lanczos(op, v0, iters)
+        theta, s = ritz_pairs(alpha, beta)
+        m = len(theta)
+        pad = iters - m  # an invariant subspace ended Lanczos early: pad with zero weights
+        nodes.append(torch.cat([theta, theta[-1:].expand(pad)]))
+        weights.append(torch.cat([s[0] ** 2, torch.zeros(pad, dtype=s.dtype,
+                                                         device=s.device)]))
+    to_cpu = lambda ts: torch.stack(ts).detach().to("cpu", torch.float64)
+    return SpectralDensity(to_cpu(nodes), to_cpu(weights), op.dim)
