@@ -1,4 +1,5 @@
-"""The ``deepscope`` command line: ``deepscope info`` (and the subcommands later chapters add)."""
+"""The ``deepscope`` command line: ``deepscope info``; ``grade``, ``release`` and ``assignments``
+for teachers (`deepscope.grading`)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,53 @@ def _cmd_info(_args) -> int:
     return 0
 
 
+def _grading(name: str):
+    """A handler that imports `deepscope.grading.commands` only when its command runs."""
+
+    def handler(args) -> int:
+        from .grading import commands
+
+        return getattr(commands, name)(args)
+
+    return handler
+
+
+def _add_grading_commands(sub) -> None:
+    p = sub.add_parser("grade", help="grade submitted assignment notebooks",
+                       description="Grade assignment notebooks: each question runs in its own "
+                       "sandboxed process; prints a points table per submission.")
+    p.add_argument("submissions", nargs="+", metavar="SUBMISSION.ipynb")
+    p.add_argument("--json", metavar="REPORT", help="write the machine-readable report ('-': "
+                   "stdout); several submissions give {'reports': [...]}")
+    p.add_argument("--csv", metavar="GRADEBOOK", help="write one CSV row per submission")
+    p.add_argument("--assignment", metavar="ID", help="e.g. 01_saliency (default: detected)")
+    p.add_argument("--checks", action="append", metavar="FILE.py",
+                   help="a private check file to add (repeatable)")
+    p.add_argument("--question", action="append", metavar="FUNCTION",
+                   help="grade only this question (repeatable)")
+    p.add_argument("--time-limit", type=float, metavar="S",
+                   help="wall-clock seconds per question (default: each question's own, 60)")
+    p.add_argument("--memory-limit", type=float, default=4.0, metavar="GiB",
+                   help="address space per question on the CPU (default 4; 0: unlimited)")
+    p.add_argument("--device", default="cpu", help="where inputs and references live "
+                   "(cuda adds real device checks; default cpu)")
+    p.add_argument("--jobs", type=int, default=1, help="questions graded in parallel")
+    p.add_argument("--brief", action="store_true", help="the table without failure details")
+    p.add_argument("--quiet", action="store_true", help="one line per submission")
+    p.set_defaults(handler=_grading("cmd_grade"))
+    p = sub.add_parser("release", help="write the student copy of an assignment master",
+                       description="Replace every ### BEGIN SOLUTION ... ### END SOLUTION block "
+                       "with a stub and strip outputs.")
+    p.add_argument("master", metavar="MASTER.ipynb")
+    p.add_argument("student", metavar="STUDENT.ipynb")
+    p.add_argument("--check", action="store_true",
+                   help="only verify that STUDENT is the current student copy")
+    p.set_defaults(handler=_grading("cmd_release"))
+    p = sub.add_parser("assignments", help="the points table of the assignments")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.set_defaults(handler=_grading("cmd_assignments"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``deepscope`` command."""
     parser = argparse.ArgumentParser(
@@ -48,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     p_info = sub.add_parser("info", help="versions, device, threads and installed extras")
     p_info.set_defaults(handler=_cmd_info)
+    _add_grading_commands(sub)
     return parser
 
 

@@ -1,0 +1,224 @@
+"""How an assignment's questions are checked: `Assignment`, `Question`, `Check`, `Call`, `Fail`.
+
+A check is built in the grader's own process: its ``build(ctx)`` makes seeded inputs, computes
+what a correct answer must satisfy (usually with the library's reference implementation) and
+returns the calls to make on the student's function with a ``judge``. The calls run in the
+sandbox; the judge receives their outputs (plain tensors, arrays and numbers) and raises `Fail`
+with a message the student can act on. Example::
+
+    def _doubles(ctx):
+        x = ctx.randn(4, 3, seed=0)
+        def judge(outs):
+            y = expect_tensor(outs[0], "the result", like=x)
+            expect_close(y, 2 * x, "the result")
+        return [Call(x)], judge
+
+    Question("double", "Double a tensor", [Check("doubles a (4, 3) tensor", 1, _doubles)])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+#: What every answer cell may use without importing it.
+DEFAULT_PREAMBLE = """\
+import math
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+"""
+#: Modules a submission may not import: the reference library and peer libraries.
+DEFAULT_FORBIDDEN = ("deepscope", "captum", "pyhessian", "loss_landscapes")
+
+
+class Fail(Exception):
+    """A check failed; ``str(fail)`` is the message shown to the student."""
+
+
+class Call:
+    """One call of the student's function: ``Call(*args, **kwargs)``.
+
+    Arguments are copied into the sandbox (tensors, ``nn.Module`` objects from torch, numbers).
+    ``label`` names the call in timeout messages.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self.args = args
+        self.kwargs = kwargs
+        self.label = ""
+
+
+@dataclass
+class CaseContext:
+    """What a check builds its seeded inputs with: the grading device and helpers."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def generator(self, seed: int) -> torch.Generator:
+        """A CPU generator seeded with ``seed`` (draw on the CPU, then move: same numbers
+        on every device)."""
+        return torch.Generator().manual_seed(int(seed))
+
+    def randn(self, *shape: int, seed: int, dtype=torch.float32) -> torch.Tensor:
+        """Standard normal numbers of ``shape`` on the grading device, seeded."""
+        return torch.randn(*shape, generator=self.generator(seed), dtype=dtype).to(self.device)
+
+    def manual_seed(self, seed: int) -> None:
+        """Seed torch's global generator (e.g. before building a model)."""
+        torch.manual_seed(int(seed))
+
+
+Judge = Callable[[list], None]
+
+
+@dataclass
+class Check:
+    """A named, pointed check: ``build(ctx) -> (calls, judge)``; ``hint`` follows a failure."""
+
+    name: str
+    points: float
+    build: Callable[[CaseContext], tuple[list[Call], Judge]]
+    hint: str = ""
+
+
+@dataclass
+class Question:
+    """One graded function: its name in the notebook, a title, and the checks that score it."""
+
+    function: str
+    title: str
+    checks: list[Check]
+    time_limit: float = 60.0
+
+    @property
+    def points(self) -> float:
+        """The question's maximum points (the sum over its checks)."""
+        return float(sum(c.points for c in self.checks))
+
+
+@dataclass
+class Assignment:
+    """A chapter's assignment: its questions, where its master and student copy live, and what
+    its answer cells may import."""
+
+    id: str
+    title: str
+    questions: list[Question]
+    master: str = ""
+    student: str = ""
+    preamble: str = DEFAULT_PREAMBLE
+    forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN
+
+    @property
+    def points(self) -> float:
+        """The assignment's maximum points."""
+        return float(sum(q.points for q in self.questions))
+
+    def question(self, function: str) -> Question:
+        """Return the question that grades ``function``."""
+        for q in self.questions:
+            if q.function == function:
+                return q
+        known = ", ".join(q.function for q in self.questions)
+        raise KeyError(f"assignment {self.id} has no question {function!r} (it has: {known})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging helpers: each returns the checked value or raises Fail with a helpful message
+
+
+def _describe(value: Any) -> str:
+    """A short description of a returned value for failure messages."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, np.ndarray):
+        return f"a NumPy array of shape {value.shape} and dtype {value.dtype}"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return f"{type(value).__name__} {value!r}"[:120]
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return repr(value) if type(value).__name__ == "_Unsupported" else f"a {type(value).__name__}"
+
+
+def expect_tensor(
+    value,
+    what: str,
+    *,
+    like: torch.Tensor | None = None,
+    shape: Sequence[int] | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Check that ``value`` is a tensor with the given shape, dtype and device (``like`` sets all
+    three from a tensor); return it."""
+    if like is not None:
+        shape = like.shape if shape is None else shape
+        dtype = like.dtype if dtype is None else dtype
+        device = like.device if device is None else device
+    if not isinstance(value, torch.Tensor):
+        raise Fail(f"{what} should be a torch.Tensor, got {_describe(value)}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise Fail(f"{what} should have shape {tuple(shape)}, got {tuple(value.shape)}")
+    if dtype is not None and value.dtype != dtype:
+        raise Fail(f"{what} should keep the input's dtype {dtype}, got {value.dtype}")
+    if device is not None and value.device != torch.device(device):
+        raise Fail(f"{what} should be on the input's device {torch.device(device)}, got "
+                   f"{value.device} (compute on x.device; do not move data to the CPU)")
+    return value
+
+
+def expect_scalar(value, what: str) -> float:
+    """Check that ``value`` is a real number (a Python number or a one-element tensor/array)."""
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "fiu":
+        return float(value.reshape(-1)[0])
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        return float(value.reshape(-1)[0])
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Fail(f"{what} should be a number, got {_describe(value)}")
+    return float(value)
+
+
+def expect_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    what: str,
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+) -> None:
+    """Check ``|actual - expected| <= atol + rtol * |expected|`` elementwise (NaN fails);
+    the message names the worst entry."""
+    actual = torch.as_tensor(actual).detach().to("cpu", torch.float64)
+    expected = torch.as_tensor(expected).detach().to("cpu", torch.float64)
+    if actual.shape != expected.shape:
+        raise Fail(f"{what} should have shape {tuple(expected.shape)}, got {tuple(actual.shape)}")
+    if not torch.isfinite(actual).all():
+        bad = (~torch.isfinite(actual)).sum().item()
+        raise Fail(f"{what} holds {bad} NaN or infinite value(s)")
+    excess = (actual - expected).abs() - (atol + rtol * expected.abs())
+    if (excess > 0).any():
+        flat = int(excess.reshape(-1).argmax())
+        index = tuple(int(i) for i in np.unravel_index(flat, tuple(expected.shape))) \
+            if expected.dim() else ()
+        got, want = actual.reshape(-1)[flat].item(), expected.reshape(-1)[flat].item()
+        scale = expected.abs().max().item() or 1.0
+        worst = (actual - expected).abs().max().item()
+        raise Fail(f"{what} differs from the expected values: at index {index} you have "
+                   f"{got:.6g}, expected {want:.6g} (largest difference {worst:.3g}, "
+                   f"{worst / scale:.2%} of the largest expected magnitude)")
+
+
+def expect_number_close(actual, expected: float, what: str, *, rtol: float = 1e-4,
+                        atol: float = 1e-8) -> float:
+    """Check a scalar against an expected number; return it."""
+    value = expect_scalar(actual, what)
+    if not math.isfinite(value) or abs(value - expected) > atol + rtol * abs(expected):
+        raise Fail(f"{what} is {value:.6g}, expected {expected:.6g}")
+    return value

@@ -1,0 +1,287 @@
+"""Grade a submission: find its answer cells, run each question in the sandbox, judge, report.
+
+Order matters for trust: every check's inputs and expected values are computed in this process
+*before* any student code runs, and only plain data ever comes back from the sandbox; the
+verdicts are decided here. The grader's own files are hashed before and after, and a change is
+reported loudly (it cannot happen where the sandbox mounts the filesystem read-only).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import runpy
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from . import sandbox
+from .checks import Assignment, CaseContext, Check, Fail, Question
+from .notebook import Cell, NotebookError, _analyse, cells_for, code_cells, read_notebook
+from .report import CheckResult, QuestionResult, Report
+
+#: The book's assignments: id -> module defining ``ASSIGNMENT`` (imported on first use, so the
+#: chapter libraries load only in the grader, never in the sandbox).
+ASSIGNMENTS = {
+    "01_saliency": "deepscope.grading.assignments.saliency",
+    "02_loss_landscapes": "deepscope.grading.assignments.landscape",
+    "03_contrastive_geometry": "deepscope.grading.assignments.contrastive",
+    "04_neural_collapse": "deepscope.grading.assignments.collapse",
+    "05_scaling_laws": "deepscope.grading.assignments.scaling",
+}
+
+
+class GradingError(RuntimeError):
+    """The grader itself could not proceed (an unknown assignment, a broken private check file)."""
+
+
+def load_assignment(assignment_id: str) -> Assignment:
+    """Return the `Assignment` registered under ``assignment_id`` (e.g. ``"01_saliency"``), or
+    the ``ASSIGNMENT`` defined by a Python file when ``assignment_id`` ends with ``.py`` (a
+    course's own assignment)."""
+    if assignment_id.endswith(".py"):
+        try:
+            found = runpy.run_path(assignment_id).get("ASSIGNMENT")
+        except Exception as err:  # noqa: BLE001 - name the file, keep the cause
+            raise GradingError(f"assignment file {assignment_id} failed to load: {err!r}") from err
+        if not isinstance(found, Assignment):
+            raise GradingError(f"{assignment_id} does not define ASSIGNMENT = Assignment(...)")
+        return found
+    if assignment_id not in ASSIGNMENTS:
+        raise GradingError(f"unknown assignment {assignment_id!r}; known: "
+                           f"{', '.join(ASSIGNMENTS)}")
+    return importlib.import_module(ASSIGNMENTS[assignment_id]).ASSIGNMENT
+
+
+def available_assignments() -> list[Assignment]:
+    """Every registered assignment whose module imports (its chapter library exists)."""
+    found = []
+    for assignment_id in ASSIGNMENTS:
+        try:
+            found.append(load_assignment(assignment_id))
+        except ImportError:
+            continue
+    return found
+
+
+def detect_assignment(defined: set[str], candidates: Iterable[Assignment]) -> Assignment:
+    """Pick the assignment whose graded functions the notebook's answer cells define most."""
+    scored = sorted(((sum(q.function in defined for q in a.questions), a.id, a)
+                     for a in candidates), key=lambda t: (-t[0], t[1]))
+    if not scored or scored[0][0] == 0:
+        raise GradingError("could not tell which assignment this notebook answers (no graded "
+                           "function is defined); pass the assignment id explicitly")
+    if len(scored) > 1 and scored[1][0] == scored[0][0]:
+        raise GradingError(f"the notebook matches both {scored[0][1]} and {scored[1][1]}; "
+                           "pass the assignment id explicitly")
+    return scored[0][2]
+
+
+def with_private_checks(assignment: Assignment, paths: Sequence[str | Path]) -> Assignment:
+    """Return a copy of ``assignment`` extended by teachers' private check files.
+
+    A private file is Python run in the grader (never in the sandbox). It may define
+    ``CHECKS = {"function_name": [Check(...), ...]}`` (more checks for existing questions) and
+    ``QUESTIONS = [Question(...), ...]`` (new questions).
+    """
+    extended = copy.copy(assignment)
+    extended.questions = [copy.copy(q) for q in assignment.questions]
+    for q in extended.questions:
+        q.checks = list(q.checks)
+    for path in paths:
+        try:
+            namespace = runpy.run_path(str(path))
+        except Exception as err:  # noqa: BLE001 - name the file, keep the cause
+            raise GradingError(f"private check file {path} failed to load: {err!r}") from err
+        for function, checks in namespace.get("CHECKS", {}).items():
+            try:
+                question = extended.question(function)
+            except KeyError as err:
+                raise GradingError(f"{path}: {err.args[0]}") from err
+            if not all(isinstance(c, Check) for c in checks):
+                raise GradingError(f"{path}: CHECKS[{function!r}] must be a list of Check")
+            question.checks.extend(checks)
+        for question in namespace.get("QUESTIONS", []):
+            if not isinstance(question, Question):
+                raise GradingError(f"{path}: QUESTIONS must hold Question objects")
+            extended.questions.append(question)
+        if not {"CHECKS", "QUESTIONS"} & set(namespace):
+            raise GradingError(f"{path} defines neither CHECKS nor QUESTIONS")
+    return extended
+
+
+def _grader_files_digest() -> str:
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _error_text(info: dict) -> str:
+    where = f"\n(at {info['where']})" if info.get("where") else ""
+    return f"{info.get('message', 'an error')}{where}"
+
+
+def _judge(question: Question, built: list, child: sandbox.ChildResult) -> list[CheckResult]:
+    results = []
+    offset = 0
+    for check, (calls, judge) in zip(question.checks, built):
+        outs = child.calls[offset:offset + len(calls)]
+        offset += len(calls)
+        message = ""
+        if any(o is None for o in outs):
+            message = child.reason or "the sandbox stopped before this check ran"
+        elif any(kind == "error" for kind, _ in outs):
+            info = next(value for kind, value in outs if kind == "error")
+            message = _error_text(info)
+        else:
+            try:
+                judge([value for _, value in outs])
+            except Fail as fail:
+                message = str(fail) or "failed"
+            except Exception as err:  # noqa: BLE001 - an answer the judge could not even read
+                message = f"the returned value could not be checked: {type(err).__name__}: {err}"
+        if message and check.hint and not message.startswith("not implemented"):
+            message += f"\nHint: {check.hint}"
+        passed = not message
+        results.append(CheckResult(check.name, float(check.points) if passed else 0.0,
+                                   float(check.points), passed, message))
+    return results
+
+
+def _grade_question(number: int, question: Question, assignment: Assignment, cells, device,
+                    limits: dict) -> tuple[QuestionResult, dict]:
+    ctx = CaseContext(device=torch.device(device))
+    built = []
+    calls = []
+    for index, check in enumerate(question.checks, start=1):
+        made_calls, judge = check.build(ctx)
+        for call in made_calls:
+            call.label = f"check {index}: {check.name}"
+        built.append((made_calls, judge))
+        calls.extend(made_calls)
+    provided = _analyse(Cell(0, assignment.preamble)).defines
+    needed, problem = cells_for(cells, question.function, provided)
+    result = QuestionResult(number=number, function=question.function, title=question.title,
+                            checks=[])
+    if problem:
+        result.problem = problem
+        result.checks = [CheckResult(c.name, 0.0, float(c.points), False, problem)
+                         for c in question.checks]
+        return result, {}
+    job = {"preamble": assignment.preamble, "function": question.function,
+           "cells": [{"number": c.number, "source": c.source} for c in needed],
+           "calls": [(c.args, c.kwargs) for c in calls], "labels": [c.label for c in calls],
+           "forbidden": list(assignment.forbidden)}
+    time_limit = limits.get("time_limit") or question.time_limit
+    child = sandbox.run_job(job, time_limit=time_limit,
+                            memory_limit=limits.get("memory_limit", sandbox.MEMORY_LIMIT),
+                            namespaces=limits.get("namespaces", True))
+    result.seconds = child.seconds
+    result.output = child.output
+    result.checks = _judge(question, built, child)
+    if child.ended != "done":
+        result.problem = child.reason
+    for error in child.cell_errors:
+        where = f"answer cell {error['cell']}" if error.get("cell") not in (None, "None") \
+            else "the sandbox"
+        result.warnings.append(f"{where} raised at its top level: {_error_text(error)}")
+    return result, child.sandbox
+
+
+def grade(
+    submission: str | Path,
+    assignment: str | Assignment | None = None,
+    *,
+    questions: Sequence[str] | None = None,
+    private_checks: Sequence[str | Path] = (),
+    device: str = "cpu",
+    time_limit: float | None = None,
+    memory_limit: int | None = sandbox.MEMORY_LIMIT,
+    jobs: int = 1,
+    namespaces: bool = True,
+) -> Report:
+    """Grade one submitted notebook; return its `Report`.
+
+    Args:
+        submission: path of the student's notebook.
+        assignment: an assignment id (``"01_saliency"``), an `Assignment`, or None to detect it
+            from the functions the answer cells define.
+        questions: grade only these functions (default: every question).
+        private_checks: teachers' extra check files (see `with_private_checks`).
+        device: where inputs are built and references computed (``"cuda"`` adds real device
+            preservation checks); the sandbox then runs without an address-space limit.
+        time_limit: wall-clock seconds per question (default: each question's own limit).
+        memory_limit: address-space bytes per question on the CPU (None: unlimited).
+        jobs: questions graded at the same time (each in its own process).
+        namespaces: isolate with Linux namespaces where the kernel allows it.
+
+    Returns:
+        A `Report`; a notebook that cannot be read gets a report with ``error`` set and 0 points.
+    """
+    start = time.perf_counter()
+    path = Path(submission)
+    report = Report(submission=str(submission), device=str(device),
+                    started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    from .. import __version__
+
+    report.grader = f"deepscope {__version__}"
+    try:
+        report.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        pass
+    try:
+        nb = read_notebook(path)
+        cells, tagged = code_cells(nb)
+    except NotebookError as err:
+        nb, cells, tagged = None, [], True
+        report.error = str(err)
+    if isinstance(assignment, str):
+        assignment = load_assignment(assignment)
+    elif assignment is None:
+        defined = set().union(*(c.defines for c in cells)) if cells else set()
+        try:
+            assignment = detect_assignment(defined, available_assignments())
+        except GradingError as err:
+            report.error = report.error or str(err)
+            report.seconds = time.perf_counter() - start
+            return report
+    if private_checks:
+        assignment = with_private_checks(assignment, private_checks)
+    report.assignment, report.title = assignment.id, assignment.title
+    if not tagged:
+        report.warnings.append("no cell is tagged 'answer' (were the tags removed?); every code "
+                               "cell was considered")
+    chosen = [(n, q) for n, q in enumerate(assignment.questions, start=1)
+              if questions is None or q.function in questions]
+    if questions is not None:
+        unknown = set(questions) - {q.function for q in assignment.questions}
+        if unknown:
+            raise GradingError(f"assignment {assignment.id} has no question(s) {sorted(unknown)}")
+    limits = {"time_limit": time_limit, "memory_limit": None if str(device) != "cpu" else
+              memory_limit, "namespaces": namespaces and str(device) == "cpu"}
+    before = _grader_files_digest()
+    if report.error:
+        report.questions = [QuestionResult(n, q.function, q.title, [
+            CheckResult(c.name, 0.0, float(c.points), False, report.error) for c in q.checks],
+            problem=report.error) for n, q in chosen]
+    else:
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            graded = list(pool.map(
+                lambda item: _grade_question(item[0], item[1], assignment, cells, device, limits),
+                chosen))
+        report.questions = [q for q, _ in graded]
+        report.sandbox = next((s for _, s in graded if s), {})
+    if _grader_files_digest() != before:
+        report.warnings.append("the grader's own files changed while this submission was "
+                               "graded; the results above were computed before, but check the "
+                               "installation and the submission")
+    report.seconds = time.perf_counter() - start
+    return report
