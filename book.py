@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The book's two commands. Each one sets up what a fresh machine lacks, then does its job.
 
-    python3 book.py lab              # JupyterLab on chapters/  (--headless: execute every chapter)
+    python3 book.py lab              # JupyterLab on chapters/  (--headless: execute every chapter;
+                                     #   --site: execute them and write a static HTML site)
     python3 book.py test             # lint, unit tests + coverage, notebooks, grader, browser
 
 Set-up (both commands): a virtual environment in .venv (or the current interpreter with
@@ -137,6 +138,9 @@ def parallel_env(workers: int) -> dict[str, str]:
 
 
 def cmd_lab(args, python: str) -> int:
+    if args.site:
+        return _run([python, "-m", "tools.build_site", *args.rest], cwd=ROOT,
+                    env=parallel_env(2))
     if args.headless:
         return _run([python, "-m", "tools.execute_book", *args.rest], cwd=ROOT,
                     env=parallel_env(2))
@@ -205,6 +209,9 @@ def main(argv=None) -> int:
     lab = sub.add_parser("lab", help="open JupyterLab on chapters/ (or --headless: run them all)")
     lab.add_argument("--headless", action="store_true",
                      help="execute every chapter without a browser and report the times")
+    lab.add_argument("--site", action="store_true",
+                     help="execute every chapter and write the book as a static HTML site "
+                     "(_build/site/index.html)")
     lab.add_argument("rest", nargs=argparse.REMAINDER,
                      help="passed on to JupyterLab (or to the headless runner)")
     test = sub.add_parser("test", help="run every check CI runs")

@@ -1,0 +1,146 @@
+"""The static book (tools/build_site.py): it builds, its links resolve, explorers keep their state.
+
+The build is tested on the preface (one notebook, about ten seconds) to keep the unit stage fast;
+`python3 book.py lab --site` builds every chapter with the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from tools import build_site as B
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFACE = "chapters/00_preface/00_01_how_to_use_this_book"
+
+
+@pytest.fixture(scope="module")
+def preface_site(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("site")
+    with pytest.MonkeyPatch.context() as patch:  # a private checkpoint cache, as every test
+        patch.setenv("DEEPSCOPE_CACHE", str(folder / "cache"))
+        report = B.build_site(["00_preface/"], folder / "site", folder / "executed", workers=1)
+    print(f"\npreface site: {report['seconds']:.1f} s, {report['files']} files, "
+          f"{report['bytes'] / 1e6:.2f} MB")
+    return report
+
+
+def _widget_state(page: str) -> dict:
+    match = re.search(r'<script type="application/vnd.jupyter.widget-state\+json">\s*(.*?)'
+                      r"\s*</script>", page, re.S)
+    assert match, "the page embeds no widget state"
+    return json.loads(match[1])["state"]
+
+
+def test_the_preface_site_builds_and_every_link_resolves(preface_site):
+    site = preface_site["site"]
+    [result] = preface_site["results"]
+    assert result["error"] is None and result["page"] == PREFACE + ".html"
+    assert preface_site["broken"] == [] and B.broken_links(site) == []
+    index = (site / "index.html").read_text()
+    assert f'href="{PREFACE}.html"' in index
+    assert 'href="chapters/00_preface/index.html"' in index
+    assert "How to use this book" in index and ">ok<" in index
+    chapter = (site / "chapters/00_preface/index.html").read_text()
+    assert "<table>" in chapter and "00_01_how_to_use_this_book" in chapter
+    page = (site / f"{PREFACE}.html").read_text()
+    assert 'href="../../index.html"' in page and 'href="index.html"' in page  # the nav bar
+    assert page.count("data:image/png;base64,") >= 4  # the notebook's figures are images
+
+
+def test_the_explorer_keeps_its_last_output(preface_site):
+    page = (preface_site["site"] / f"{PREFACE}.html").read_text()
+    state = _widget_state(page)
+    sliders = [m for m in state.values() if m["model_name"] == "IntSliderModel"]
+    outputs = [m for m in state.values() if m["model_name"] == "OutputModel"]
+    assert len(sliders) == 1 and sliders[0]["state"]["value"] > 0  # the notebook moved it
+    [figure] = [o["data"]["image/png"] for m in outputs for o in m["state"]["outputs"]
+                if "image/png" in o.get("data", {})]
+    views = re.findall(r'<script type="application/vnd.jupyter.widget-view\+json">\s*(.*?)\s*'
+                       r"</script>", page, re.S)
+    assert any(json.loads(v)["model_id"] in state for v in views)
+    fallback = re.search(r'<div class="ds-widget-fallback"[^>]*>.*?</div>', page, re.S)[0]
+    assert f"data:image/png;base64,{figure.strip()}" in fallback
+
+
+def test_broken_links_are_reported(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.html").write_text('<h2 id="top">x</h2><a href="#top">self</a>'
+                                           '<a href="#nowhere">bad anchor</a>')
+    (tmp_path / "index.html").write_text(
+        '<a href="a/x.html">ok</a> <a href="a/x.html#top">ok anchor</a> '
+        '<a href="a/x.html#missing">bad anchor</a> <a href="a/gone.html">missing</a> '
+        '<a href="https://example.org/x">external</a> <img src="data:image/png;base64,AA"> '
+        '<a href="../outside.html">outside</a> <a href="b/later.html">not built</a> '
+        '<a href="/abs.html">absolute</a> <a href="mailto:a@b.c">mail</a>')
+    broken = B.broken_links(tmp_path, allowed={"b/later.html"})
+    assert sorted(broken) == sorted([("a/x.html", "#nowhere"), ("index.html", "a/x.html#missing"),
+                                     ("index.html", "a/gone.html"),
+                                     ("index.html", "../outside.html"),
+                                     ("index.html", "/abs.html")])
+
+
+def test_links_are_rewritten_to_the_site():
+    page = ('<a href="01_other.ipynb#Summary">n</a> <a href="../01_x/README.md">r</a> '
+            '<a href="../../data/README.md">d</a> <a href="https://a.org/b.ipynb">e</a> '
+            '<a href="#Top">t</a> <img src="../../no/such/file.png">')
+    copies: set[str] = set()
+    out = B.rewrite_links(page, PurePosixPath("chapters/00_preface/p.html"), copies)
+    assert 'href="01_other.html#Summary"' in out and 'href="../01_x/index.html"' in out
+    assert 'href="https://a.org/b.ipynb"' in out and 'href="#Top"' in out
+    assert 'href="../../data/README.md"' in out and copies == {"data/README.md"}
+    assert 'src="../../no/such/file.png"' in out  # left for the link check to report
+
+
+def test_widget_fallback_shows_the_outputs_of_nested_output_widgets():
+    state = {
+        "box": {"model_name": "VBoxModel", "state": {"children": ["IPY_MODEL_row",
+                                                                  "IPY_MODEL_out"]}},
+        "row": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_slider"]}},
+        "slider": {"model_name": "IntSliderModel", "state": {"value": 3}},
+        "out": {"model_name": "OutputModel", "state": {"outputs": [
+            {"output_type": "display_data", "data": {"image/png": "QUJD\n", "text/plain": "f"}},
+            {"output_type": "stream", "name": "stdout", "text": "a < b"}]}},
+    }
+    view = ('<div class="jupyter-widgets jp-OutputArea-output" id="u">\n<script type="text/'
+            'javascript">\nvar element = 1;\n</script>\n<script type="application/vnd.jupyter.'
+            'widget-view+json">\n{"model_id": "%s", "version_major": 2}\n</script>\n</div>')
+    page = "<body>" + view % "box" + view % "slider" + view % "unknown" + "</body>"
+    out = B.add_widget_fallbacks(page, state)
+    assert out.count('class="ds-widget-fallback"') == 1 and out.count("</script>\n</div>") == 2
+    assert 'src="data:image/png;base64,QUJD"' in out and "<pre>a &lt; b</pre>" in out
+    assert out.count("<script>") == 1  # the script that hides fallbacks once widgets render
+    assert B.add_widget_fallbacks("<body>plain</body>", state) == "<body>plain</body>"
+
+
+def test_a_folder_the_tool_did_not_build_is_never_wiped(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep")
+    with pytest.raises(SystemExit, match="is not a site this tool built"):
+        B.build_site(["00_preface/"], tmp_path, tmp_path / "executed")
+    with pytest.raises(SystemExit, match="no notebook matches"):
+        B.build_site(["no-such-notebook"], tmp_path / "site", tmp_path / "executed")
+    assert (tmp_path / "mine.txt").read_text() == "keep"
+
+
+def test_the_kernel_environment_is_restored():
+    before = dict(os.environ)
+    with B.kernel_environment(workers=2):
+        assert os.environ["MPLBACKEND"] == B.INLINE_BACKEND
+    assert dict(os.environ) == before
+
+
+def test_a_chapter_without_readme_gets_a_page_listing_its_notebooks(tmp_path):
+    folder = ROOT / "chapters" / "99_made_up_topic"  # no README.md there
+    result = {"source": "chapters/99_made_up_topic/99_01_x.ipynb", "title": "An <idea>",
+              "page": "chapters/99_made_up_topic/99_01_x.html"}
+    copies: set[str] = set()
+    assert B.chapter_page(folder, [result], tmp_path, copies) == \
+        "chapters/99_made_up_topic/index.html"
+    page = (tmp_path / "chapters/99_made_up_topic/index.html").read_text()
+    assert "<h1>Made up topic</h1>" in page and '<a href="99_01_x.html">An &lt;idea&gt;</a>' in page
+    assert 'href="../../index.html"' in page and copies == set()
