@@ -11,9 +11,15 @@ from deepscope import plotting, widgets
 
 def test_plotting_names_are_exported():
     for name in ("plot_circle", "plot_angle_density", "plot_sphere", "plot_alignment_uniformity",
-                 "plot_spectrum", "plot_anchor_gradients"):
+                 "plot_embedding_spectrum", "plot_anchor_gradients"):
         assert name in plotting.contrastive.__all__ and callable(getattr(plotting, name))
     assert widgets.contrastive.__all__ == ["temperature_explorer"]
+    # star-imported beside the other chapters' figures: no name may shadow another chapter's
+    for other in ("collapse", "core", "landscape", "saliency", "scaling"):
+        clash = set(plotting.contrastive.__all__) & set(getattr(plotting, other).__all__)
+        assert not clash, (other, clash)
+        assert not set(widgets.contrastive.__all__) & set(getattr(widgets, other).__all__)
+    assert plotting.plot_circle is plotting.contrastive.plot_circle
 
 
 def test_circle_and_angle_density():
@@ -56,12 +62,13 @@ def test_alignment_uniformity_plane():
 
 
 def test_spectrum():
-    fig = plotting.plot_spectrum({"a": torch.tensor([1.0, 1e-3, 0.0]), "b": np.array([2.0, 1.0])})
+    fig = plotting.plot_embedding_spectrum({"a": torch.tensor([1.0, 1e-3, 0.0]),
+                                            "b": np.array([2.0, 1.0])})
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [1.0, 1e-3, 1e-12], rtol=1e-6)  # floor
     with pytest.raises(ValueError, match="non-empty mapping"):
-        plotting.plot_spectrum([1.0])
+        plotting.plot_embedding_spectrum([1.0])
 
 
 def test_anchor_gradients_figure():

@@ -14,7 +14,7 @@ __all__ = [
     "plot_angle_density",
     "plot_sphere",
     "plot_alignment_uniformity",
-    "plot_spectrum",
+    "plot_embedding_spectrum",
     "plot_anchor_gradients",
 ]
 
@@ -137,13 +137,14 @@ def plot_alignment_uniformity(runs: Mapping, *, ax=None, title: str | None = Non
     return fig
 
 
-def plot_spectrum(spectra: Mapping, *, ax=None, floor: float = 1e-12, title: str | None = None):
+def plot_embedding_spectrum(spectra: Mapping, *, ax=None, floor: float = 1e-12,
+                            title: str | None = None):
     """Draw embedding spectra (e.g. `singular_spectrum`) on a log scale, largest first (Jing et
     al. 2022, fig. 2). ``spectra``: name -> 1-D values; values below ``floor`` are drawn at it.
     Returns the figure."""
     if not isinstance(spectra, Mapping) or not spectra:
-        raise ValueError("plot_spectrum: `spectra` must be a non-empty mapping name -> values, "
-                         f"got {spectra!r}")
+        raise ValueError("plot_embedding_spectrum: `spectra` must be a non-empty mapping name -> "
+                         f"values, got {spectra!r}")
     fig, ax = _axes(ax, figsize=(5, 3.5))
     for name, values in spectra.items():
         if isinstance(values, torch.Tensor):
