@@ -52,14 +52,18 @@ def test_cells_for_follows_dependencies_only():
     assert "the cell defining f (cell 4) does not compile" in cells_for(broken, "f", set())[1]
 
 
-def test_code_cells_uses_answer_tags_or_every_code_cell():
+def test_code_cells_uses_answer_tags_or_every_code_cell(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell("x = 1"),
-                nbformat.v4.new_code_cell("def f(): pass")]
-    cells, tagged = code_cells(nb)
+                nbformat.v4.new_code_cell(["def f():\n", "    pass\n"])]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    cells, tagged = code_cells(read_notebook(path))
     assert not tagged and [c.number for c in cells] == [2, 3]
-    nb.cells[2].metadata["tags"] = ["answer"]
-    cells, tagged = code_cells(nb)
+    assert cells[1].source == "def f():\n    pass\n" and cells[1].defines == {"f"}
+    nb.cells[2].metadata["tags"] = ["answer", 3]
+    nbformat.write(nb, path)
+    cells, tagged = code_cells(read_notebook(path))
     assert tagged and [c.number for c in cells] == [3]
 
 
@@ -134,6 +138,11 @@ def test_read_notebook_errors(tmp_path):
     with pytest.raises(NotebookError, match="no such notebook"):
         read_notebook(tmp_path / "missing.ipynb")
     bad = tmp_path / "bad.ipynb"
-    bad.write_text("{not json")
+    for text in ("{not json", "[]", '{"nbformat": 3, "worksheets": []}', '{"cells": [1]}',
+                 '{"cells": [{"source": "x"}]}'):
+        bad.write_text(text)
+        with pytest.raises(NotebookError, match="is not a readable notebook"):
+            read_notebook(bad)
+    bad.write_bytes(b"\xff\xfe")
     with pytest.raises(NotebookError, match="is not a readable notebook"):
         read_notebook(bad)

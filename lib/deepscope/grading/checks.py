@@ -70,9 +70,13 @@ class CaseContext:
         """Standard normal numbers of ``shape`` on the grading device, seeded."""
         return torch.randn(*shape, generator=self.generator(seed), dtype=dtype).to(self.device)
 
-    def manual_seed(self, seed: int) -> None:
-        """Seed torch's global generator (e.g. before building a model)."""
-        torch.manual_seed(int(seed))
+    def build(self, make: Callable[[], Any], seed: int):
+        """Call ``make()`` (e.g. a model builder) with torch's generator seeded, without
+        disturbing the caller's random state; move the result to the grading device."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            made = make()
+        return made.to(self.device) if hasattr(made, "to") else made
 
 
 Judge = Callable[[list], None]

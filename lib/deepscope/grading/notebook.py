@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import ast
 import builtins
+import json
 import re
 import symtable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import nbformat
 
 ANSWER_TAG = "answer"
 BEGIN_SOLUTION = "### BEGIN SOLUTION"
@@ -49,15 +48,34 @@ class Cell:
     syntax_error: str | None = None
 
 
-def read_notebook(path: str | Path) -> nbformat.NotebookNode:
-    """Read a notebook file (nbformat 4), raising `NotebookError` with a readable reason."""
+def read_notebook(path: str | Path) -> dict:
+    """Read a notebook file (nbformat 4) as plain JSON, with every cell's source as one string.
+
+    Raises `NotebookError` with a readable reason. (Plain ``json``, not nbformat: a submission
+    needs no schema validation to be graded, and nbformat takes seconds to import.)
+    """
     path = Path(path)
     try:
-        return nbformat.read(path, as_version=4)
+        nb = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise NotebookError(f"no such notebook: {path}") from err
-    except Exception as err:  # noqa: BLE001 - JSON, schema or encoding errors alike
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise NotebookError(f"{path} is not a readable notebook: {err}") from err
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(cells, list) or nb.get("nbformat", 4) < 4:
+        raise NotebookError(f"{path} is not a readable notebook: expected nbformat 4 JSON with a "
+                            "list of cells")
+    for cell in cells:
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            raise NotebookError(f"{path} is not a readable notebook: a cell has no cell_type")
+        source = cell.get("source", "")
+        if isinstance(source, list):
+            source = "".join(str(part) for part in source)
+        cell["source"] = str(source)
+        tags = cell.get("metadata", {}).get("tags", []) if isinstance(cell.get("metadata"),
+                                                                      dict) else []
+        cell["tags"] = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+    return nb
 
 
 def python_source(source: str) -> str:
@@ -106,21 +124,18 @@ def _global_references(table: symtable.SymbolTable) -> set[str]:
     return names
 
 
-def code_cells(nb: nbformat.NotebookNode) -> tuple[list[Cell], bool]:
+def code_cells(nb: dict) -> tuple[list[Cell], bool]:
     """Return the answer cells of a notebook (analysed) and whether any cell was tagged.
 
     Without a single ``answer`` tag (a front end that dropped tags, cells pasted into a new
     notebook) every code cell is a candidate; `cells_for` still picks only what a question needs.
     """
-    tagged = any(ANSWER_TAG in c.get("metadata", {}).get("tags", []) for c in nb.cells
-                 if c.cell_type == "code")
+    tagged = any(ANSWER_TAG in c["tags"] for c in nb["cells"] if c["cell_type"] == "code")
     cells = []
-    for number, cell in enumerate(nb.cells, start=1):
-        if cell.cell_type != "code":
+    for number, cell in enumerate(nb["cells"], start=1):
+        if cell["cell_type"] != "code" or (tagged and ANSWER_TAG not in cell["tags"]):
             continue
-        if tagged and ANSWER_TAG not in cell.get("metadata", {}).get("tags", []):
-            continue
-        cells.append(_analyse(Cell(number=number, source=python_source(cell.source))))
+        cells.append(_analyse(Cell(number=number, source=python_source(cell["source"]))))
     return cells, tagged
 
 
@@ -166,8 +181,10 @@ def cells_for(cells: list[Cell], function: str, provided: set[str]) -> tuple[lis
 # Student copies
 
 
-def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def clean(nb):
     """Strip outputs and execution counts and keep only cell tags (the repository's format)."""
+    import nbformat
+
     nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": LANGUAGE})
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -222,12 +239,17 @@ def strip_solutions(source: str, cell_type: str = "code", where: str = "") -> tu
     return "\n".join(out), blocks
 
 
-def release_notebook(master: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def release_notebook(master):
     """Return the student copy of a master: solutions replaced by stubs, outputs stripped.
+
+    Args:
+        master: an ``nbformat.NotebookNode`` (version 4); it is not modified.
 
     Raises `NotebookError` when markers do not pair up, when a code cell holding a solution is
     not tagged ``answer`` (the grader would not find it), or when the master has no solution.
     """
+    import nbformat
+
     student = nbformat.from_dict(master)
     total = 0
     for number, cell in enumerate(student.cells, start=1):
@@ -244,7 +266,11 @@ def release_notebook(master: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def release_text(master_path: str | Path) -> str:
     """Return the student copy of the master at ``master_path`` as notebook JSON text."""
-    return nbformat.writes(release_notebook(read_notebook(master_path))) + "\n"
+    import nbformat
+
+    read_notebook(master_path)  # readable errors for a missing or broken file
+    master = nbformat.read(Path(master_path), as_version=4)
+    return nbformat.writes(release_notebook(master)) + "\n"
 
 
 def release(master_path: str | Path, student_path: str | Path) -> Path:

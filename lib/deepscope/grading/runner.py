@@ -29,10 +29,6 @@ from .report import CheckResult, QuestionResult, Report
 #: chapter libraries load only in the grader, never in the sandbox).
 ASSIGNMENTS = {
     "01_saliency": "deepscope.grading.assignments.saliency",
-    "02_loss_landscapes": "deepscope.grading.assignments.landscape",
-    "03_contrastive_geometry": "deepscope.grading.assignments.contrastive",
-    "04_neural_collapse": "deepscope.grading.assignments.collapse",
-    "05_scaling_laws": "deepscope.grading.assignments.scaling",
 }
 
 
