@@ -81,9 +81,17 @@ print(MARK + json.dumps({"views": views, "explorers": explorers}))
 STATE_CODE = r'''
 import json
 from ipywidgets.widgets.widget import _instances
+
+def _plain(v):
+    try:
+        json.dumps(v)
+        return v
+    except TypeError:
+        return repr(v)
+
 box = _instances[ID]
 print(MARK + json.dumps({"renders": box.state.get("renders"),
-                         "values": {n: repr(c.value) for n, c in box.controls.items()}}))
+                         "values": {n: _plain(c.value) for n, c in box.controls.items()}}))
 '''
 
 FIND_PANEL_JS = """(path) => {
@@ -119,8 +127,10 @@ NOTEBOOK_STATE_JS = """(mime) => {
       outputs.push({type: o.output_type, ename: o.ename || null, evalue: o.evalue || null,
                     widget: view ? view.model_id : null});
     }
+    const source = m.sharedModel.getSource();
     cells.push({index, count: m.executionCount, tags: m.getMetadata('tags') || [],
-                empty: m.sharedModel.getSource().trim() === '', outputs});
+                empty: source.trim() === '', head: source.trim().split('\\n')[0].slice(0, 80),
+                outputs});
   });
   const kernel = p.sessionContext.session && p.sessionContext.session.kernel;
   return {cells, kernel: kernel ? kernel.status : null};
@@ -343,7 +353,7 @@ def check_explorer(page, explorer: dict, screenshot: Path, timeout: float) -> di
         raise NotebookFailure(f"the page changed but the kernel did not redraw explorer "
                               f"{explorer['title']!r}: renders {explorer['renders']} -> "
                               f"{state['renders']}")
-    if state["values"][control["name"]] == repr(control["value"]):
+    if state["values"][control["name"]] == control["value"]:
         raise NotebookFailure(f"control {control['name']!r} kept its value {control['value']!r}")
     view.screenshot(path=str(screenshot))
     return {"explorer": explorer["title"], "control": control["name"], "type": control["type"],
@@ -369,9 +379,9 @@ def check_notebook(page, server, relpath: str, artifacts: Path, run_timeout: flo
     for cell in state["cells"]:
         for output in cell["outputs"]:
             if output["type"] == "error" and "raises-exception" not in cell["tags"]:
-                raise NotebookFailure(f"cell {cell['index']} raised {output['ename']}: "
-                                      f"{output['evalue']}")
-    skipped = [c["index"] for c in state["cells"] if c["count"] is None and not c["empty"]]
+                raise NotebookFailure(f"cell {cell['index'] + 1} ({cell['head']!r}) raised "
+                                      f"{output['ename']}: {output['evalue']}")
+    skipped = [c["index"] + 1 for c in state["cells"] if c["count"] is None and not c["empty"]]
     if skipped:
         raise NotebookFailure(f"cells {skipped} did not run")
     shown = list(dict.fromkeys(o["widget"] for c in state["cells"] for o in c["outputs"]

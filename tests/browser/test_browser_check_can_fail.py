@@ -49,7 +49,8 @@ CASES = {
     "frozen": (FROZEN, "to change after moving 'a'"),
     "unknown_class": (UNKNOWN_CLASS, "rendered as an error.*Failed to load model class "
                                      "'NoSuchModel' from module 'deepscope-no-such-module'"),
-    "raises": (RAISES, "cell 0 raised RuntimeError: deliberate failure"),
+    "raises": (RAISES, "cell 1 \\('raise RuntimeError\\(\"deliberate failure\"\\)'\\) raised "
+                       "RuntimeError: deliberate failure"),
 }
 
 
