@@ -85,7 +85,7 @@ def test_etf_plane_shows_a_simplex_etf_as_a_regular_polygon():
 def test_fixed_etf_head_is_fixed_and_reads_like_a_linear_layer():
     head = collapse.fixed_etf_head(16, 10, scale=3.0)
     assert [n for n, _ in head.named_parameters()] == [] and head.bias is None
-    assert torch.allclose(head.weight, 3.0 * collapse.simplex_etf(10, 16))
+    assert torch.allclose(head.weight, 3.0 * collapse.simplex_etf(10, 16, seed=0))
     h = torch.randn(5, 16)
     assert torch.allclose(head(h), h @ head.weight.T)
     assert "num_classes=10" in repr(head)

@@ -296,3 +296,36 @@ def test_ufm_explorer_state_follows_its_controls():
         widgets.ufm_explorer(weight_decay=0.3)
     with pytest.raises(ValueError, match="num_classes <= 10 and dim <= 16"):
         widgets.ufm_explorer(12, 4)
+
+
+def test_fit_terminal_phase_decays_the_learning_rate_and_calls_back(digits):
+    x, y = digits
+    net = _net()
+    seen = []
+
+    def callback(epoch, model, history):
+        seen.append(epoch)
+        return epoch == 4  # stop early
+
+    before = [p.detach().clone() for p in net.parameters()]
+    history = collapse.fit_terminal_phase(net, (x, y), steps=10, progress=False,
+                                          callback=callback)
+    assert seen == [1, 2, 3, 4] and history.epoch == [1, 2, 3, 4]
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    # the cosine schedule over 3 steps uses the learning rates 0.1, 0.075, 0.025
+    ours, manual = _net(), _net()
+    collapse.fit_terminal_phase(ours, (x, y), steps=3, lr=0.1, momentum=0.0, weight_decay=0.0,
+                                progress=False)
+    manual.train()
+    for lr in (0.1, 0.075, 0.025):
+        manual.zero_grad()
+        nn.functional.cross_entropy(manual(x), y).backward()
+        with torch.no_grad():
+            for p in manual.parameters():
+                p -= lr * p.grad
+    for p, q in zip(ours.parameters(), manual.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+    with pytest.raises(ValueError, match="`steps` must be >= 1, got 0"):
+        collapse.fit_terminal_phase(net, (x, y), steps=0)
+    with pytest.raises(ValueError, match="`lr` must be > 0"):
+        collapse.fit_terminal_phase(net, (x, y), lr=0.0)

@@ -8,7 +8,7 @@ the network decides like a nearest-class-centre rule (NC4)::
 
     from deepscope import collapse
     tracker = collapse.CollapseTracker(x, y, every=50)
-    train.fit(model, (x, y), callback=tracker, ...)
+    collapse.fit_terminal_phase(model, (x, y), steps=1000, callback=tracker)
     tracker.history.series("nc1")
 
     m = collapse.collapse_metrics(features, labels, model.fc.weight, model.fc.bias)
@@ -28,6 +28,7 @@ from .metrics import (
     ncc_mismatch,
     self_duality,
 )
+from .recipe import fit_terminal_phase
 from .tracking import (
     CollapseHistory,
     CollapseTracker,
@@ -63,6 +64,7 @@ __all__ = [
     "Snapshot",
     "CollapseHistory",
     "CollapseTracker",
+    "fit_terminal_phase",
     "ufm_loss",
     "UFMResult",
     "train_ufm",

@@ -84,10 +84,14 @@ class FixedETFHead(nn.Module):
     a buffer so optimisers never touch it (Zhu et al. 2021, section 4; Yang et al. 2022). Maps
     features (B, in_features) to logits (B, num_classes). ``weight`` is ``scale * M`` and
     ``bias`` is None, so `collapse_metrics` reads it like an ``nn.Linear``.
+
+    The frame is randomly rotated (``seed``, 0 by default) so that it spreads over all feature
+    coordinates: features after a ReLU are nonnegative, and an ETF confined to the first C-1
+    axes (``seed=None``) leaves some classes hard to reach from the nonnegative orthant.
     """
 
     def __init__(self, in_features: int, num_classes: int, *, scale: float = 1.0,
-                 seed: int | None = None):
+                 seed: int | None = 0):
         super().__init__()
         fn = "FixedETFHead"
         self.in_features = check_int(in_features, "in_features", fn)
@@ -111,7 +115,7 @@ class FixedETFHead(nn.Module):
 
 
 def fixed_etf_head(in_features: int, num_classes: int, *, scale: float = 1.0,
-                   seed: int | None = None) -> FixedETFHead:
+                   seed: int | None = 0) -> FixedETFHead:
     """Build a `FixedETFHead`: a classifier (B, in_features) -> (B, num_classes) fixed to a
     simplex ETF scaled by ``scale`` (needs ``in_features >= num_classes - 1``)."""
     return FixedETFHead(in_features, num_classes, scale=scale, seed=seed)
