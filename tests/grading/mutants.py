@@ -46,6 +46,72 @@ _CAM = """def grad_cam(model, x, target, layer):
     {body}
 """
 
+_FN = """def filter_normalize(direction, weights):
+    out = {{}}
+    for name, d in direction.items():
+        w = weights[name]
+        if d.dim() <= 1:
+            out[name] = {bias}
+            continue
+        shape = (-1,) + (1,) * (d.dim() - 1)
+        {body}
+    return out
+"""
+_FN_FILTERS = ("d_norm = d.flatten(1).norm(dim=1).view(shape)\n"
+               "        w_norm = w.flatten(1).norm(dim=1).view(shape)\n")
+
+_HVP_HEAD = """def hvp(model, loss_fn, x, y, v):
+    params = [p for p in model.parameters() if p.requires_grad]
+"""
+
+_POWER = """def power_iteration(matvec, v0, iters=100):
+    v = v0 / v0.norm()
+    for _ in range({iters}):
+        w = matvec(v)
+        v = w / w.norm()
+    {ret}
+"""
+
+_HUTCH = """def hutchinson_trace(matvec, like, samples=100, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for _ in range(samples):
+        z = {probe}
+        total += float({quad})
+    return total {scale}
+"""
+_RADEMACHER = "(torch.randint(0, 2, like.shape, generator=generator) * 2 - 1).to(like)"
+
+_NCE = """def info_nce(z1, z2, temperature=0.5):
+    n = z1.shape[0]
+    z = {z}
+    logits = z @ z.T / temperature
+    eye = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    {mask}
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy({rows})
+"""
+_NORMALIZED = "F.normalize(torch.cat([z1, z2]), dim=1)"
+_MASK = "logits = logits.masked_fill(eye, float('-inf'))"
+
+_UNIF = """def uniformity(z, t=2.0):
+    f = {f}
+    n = f.shape[0]
+    i, j = torch.triu_indices(n, n, offset={offset}, device=f.device)
+    squared = (f[i] - f[j]).pow(2).sum(dim=1)
+    return {ret}
+"""
+_LSE = "torch.logsumexp(-t * squared, dim=0) - math.log(len(squared))"
+
+_ERANK = """def effective_rank(z):
+    z = z.double()
+    {prep}
+    sigma = torch.linalg.svdvals(z){power}
+    p = sigma / sigma.sum()
+    h = -torch.special.xlogy(p, p).sum()
+    return {ret}
+"""
+
 MUTANTS = {
     "01_saliency": {
         "integrated_gradients": [
@@ -76,6 +142,98 @@ MUTANTS = {
              _CAM.format(body="return torch.relu((G.sum(dim=(2, 3), keepdim=True) * A).sum(1))")),
             ("gradient times activation, without pooling the gradients",
              _CAM.format(body="return torch.relu((G * A).sum(dim=1))")),
+        ],
+    },
+    "02_loss_landscapes": {
+        "filter_normalize": [
+            ("normalises whole layers instead of filters",
+             _FN.format(bias="torch.zeros_like(d)", body="out[name] = d / d.norm() * w.norm()")),
+            ("leaves the biases as they are",
+             _FN.format(bias="d.clone()",
+                        body=_FN_FILTERS + "        out[name] = d / d_norm * w_norm")),
+            ("unit filters (forgets the weights' norms)",
+             _FN.format(bias="torch.zeros_like(d)",
+                        body=_FN_FILTERS + "        out[name] = d / d_norm")),
+        ],
+        "hvp": [
+            ("g (g . v), the outer product of gradients",
+             _HVP_HEAD + "    g = torch.autograd.grad(loss_fn(model(x), y), params)\n"
+             "    g = torch.cat([t.reshape(-1) for t in g])\n    return g * (g @ v)\n"),
+            ("central finite differences of the gradient",
+             _HVP_HEAD + "    def grad():\n"
+             "        g = torch.autograd.grad(loss_fn(model(x), y), params)\n"
+             "        return torch.cat([t.reshape(-1) for t in g])\n"
+             "    eps, out = 1e-3, []\n"
+             "    with torch.no_grad():\n"
+             "        theta = torch.nn.utils.parameters_to_vector(params)\n"
+             "        torch.nn.utils.vector_to_parameters(theta + eps * v, params)\n"
+             "    plus = grad()\n"
+             "    with torch.no_grad():\n"
+             "        torch.nn.utils.vector_to_parameters(theta - eps * v, params)\n"
+             "    minus = grad()\n"
+             "    with torch.no_grad():\n"
+             "        torch.nn.utils.vector_to_parameters(theta, params)\n"
+             "    return (plus - minus) / (2 * eps)\n"),
+            ("differentiates a detached gradient (no create_graph)",
+             _HVP_HEAD + "    g = torch.autograd.grad(loss_fn(model(x), y), params)\n"
+             "    flat = torch.cat([t.reshape(-1) for t in g])\n"
+             "    hv = torch.autograd.grad(flat @ v, params)\n"
+             "    return torch.cat([h.reshape(-1) for h in hv])\n"),
+        ],
+        "power_iteration": [
+            ("eigenvalue as ||A v|| (loses the sign)",
+             _POWER.format(iters="iters", ret="return float(matvec(v).norm()), v")),
+            ("two iterations whatever iters says",
+             _POWER.format(iters="2", ret="return float(v @ matvec(v)), v")),
+            ("returns the unnormalised last product",
+             _POWER.format(iters="iters", ret="return float(v @ matvec(v)), matvec(v)")),
+        ],
+        "hutchinson_trace": [
+            ("Gaussian probes",
+             _HUTCH.format(probe="torch.randn(like.shape, generator=generator).to(like)",
+                           quad="z @ matvec(z)", scale="/ samples")),
+            ("sums instead of averaging",
+             _HUTCH.format(probe=_RADEMACHER, quad="z @ matvec(z)", scale="")),
+            ("z . z instead of z . A z",
+             _HUTCH.format(probe=_RADEMACHER, quad="z @ z", scale="/ samples")),
+        ],
+    },
+    "03_contrastive_geometry": {
+        "info_nce": [
+            ("the anchor itself stays in the denominator",
+             _NCE.format(z=_NORMALIZED, mask="pass", rows="logits, positives")),
+            ("only the first view's N rows are anchors",
+             _NCE.format(z=_NORMALIZED, mask=_MASK, rows="logits[:n], positives[:n]")),
+            ("dot products without normalising",
+             _NCE.format(z="torch.cat([z1, z2])", mask=_MASK, rows="logits, positives")),
+        ],
+        "alignment": [
+            ("without normalising",
+             "def alignment(z1, z2, alpha=2.0):\n"
+             "    return (z1 - z2).norm(dim=1).pow(alpha).mean()\n"),
+            ("squared distances whatever alpha",
+             "def alignment(z1, z2, alpha=2.0):\n"
+             "    d = F.normalize(z1, dim=1) - F.normalize(z2, dim=1)\n"
+             "    return d.norm(dim=1).pow(2).mean()\n"),
+            ("sums over pairs instead of averaging",
+             "def alignment(z1, z2, alpha=2.0):\n"
+             "    d = F.normalize(z1, dim=1) - F.normalize(z2, dim=1)\n"
+             "    return d.norm(dim=1).pow(alpha).sum()\n"),
+        ],
+        "uniformity": [
+            ("without normalising", _UNIF.format(f="z", offset=1, ret=_LSE)),
+            ("counts each point with itself (pairs i <= j)",
+             _UNIF.format(f="F.normalize(z, dim=1)", offset=0, ret=_LSE)),
+            ("mean of the exponent instead of the log of the mean",
+             _UNIF.format(f="F.normalize(z, dim=1)", offset=1, ret="(-t * squared).mean()")),
+        ],
+        "effective_rank": [
+            ("squared singular values (the covariance spectrum)",
+             _ERANK.format(prep="pass", power=".pow(2)", ret="torch.exp(h)")),
+            ("centres the rows first",
+             _ERANK.format(prep="z = z - z.mean(0)", power="", ret="torch.exp(h)")),
+            ("returns the entropy instead of its exponential",
+             _ERANK.format(prep="pass", power="", ret="h")),
         ],
     },
 }

@@ -300,11 +300,34 @@ def encode(value, tensors: dict, depth: int = 0):
     return {"unsupported": type(value).__name__}
 
 
+def _differentiated(fn, args, kwargs, positions):
+    """Call ``fn`` with the arguments at ``positions`` as fresh leaves; return (value, grads)."""
+    args = list(args)
+    for i in positions:
+        args[i] = torch.Tensor.detach(args[i]).clone().requires_grad_(True)
+    value = fn(*args, **kwargs)
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        return value  # the judge reports the wrong type
+    if not value.requires_grad:
+        raise ValueError("the result is not differentiable with respect to its inputs (was it "
+                         "computed with .item(), .detach(), NumPy or under torch.no_grad()?)")
+    leaves = [args[i] for i in positions]
+    grads = torch.autograd.grad(value.reshape(()), leaves, allow_unused=True)
+    grads = tuple(torch.zeros_like(a) if g is None else g for a, g in zip(leaves, grads))
+    return value.detach(), grads
+
+
 def call_result(index: int, fn, call) -> bytes:
-    """Call the student's function once; return the ``C`` frame body (outputs or the error)."""
-    args, kwargs = call
+    """Call the student's function once; return the ``C`` frame body (outputs or the error).
+
+    ``call`` is ``(args, kwargs)`` or ``(args, kwargs, positions)``: with positions, the result
+    comes back as ``(value, gradients with respect to those positional arguments)``.
+    """
+    args, kwargs, *rest = call
+    positions = rest[0] if rest else ()
     try:
-        value = fn(*args, **kwargs)
+        value = _differentiated(fn, args, kwargs, positions) if positions else fn(*args,
+                                                                                  **kwargs)
         tensors: dict = {}
         header = {"index": index, "ok": encode(value, tensors)}
         blob = _safetensors_save(tensors) if tensors else b""

@@ -46,13 +46,22 @@ class Call:
     """One call of the student's function: ``Call(*args, **kwargs)``.
 
     Arguments are copied into the sandbox (tensors, ``nn.Module`` objects from torch, numbers).
-    ``label`` names the call in timeout messages.
+    ``label`` names the call in timeout messages. After `differentiate`, the judge receives the
+    pair ``(value, gradients)`` instead of the value.
     """
 
     def __init__(self, *args, **kwargs):
         self.args = args
         self.kwargs = kwargs
         self.label = ""
+        self.grad_of: tuple[int, ...] = ()
+
+    def differentiate(self, *positions: int) -> Call:
+        """Also return the gradients of the (one-element) result with respect to the positional
+        arguments at ``positions`` (computed in the sandbox: the judge gets ``(value, grads)``,
+        and a result that is not differentiable fails the check)."""
+        self.grad_of = tuple(int(p) for p in positions)
+        return self
 
 
 @dataclass

@@ -29,6 +29,8 @@ from .report import CheckResult, QuestionResult, Report
 #: chapter libraries load only in the grader, never in the sandbox).
 ASSIGNMENTS = {
     "01_saliency": "deepscope.grading.assignments.saliency",
+    "02_loss_landscapes": "deepscope.grading.assignments.landscape",
+    "03_contrastive_geometry": "deepscope.grading.assignments.contrastive",
 }
 
 
@@ -174,7 +176,8 @@ def _grade_question(number: int, question: Question, assignment: Assignment, cel
         return result, {}
     job = {"preamble": assignment.preamble, "function": question.function,
            "cells": [{"number": c.number, "source": c.source} for c in needed],
-           "calls": [(c.args, c.kwargs) for c in calls], "labels": [c.label for c in calls],
+           "calls": [(c.args, c.kwargs, c.grad_of) for c in calls],
+           "labels": [c.label for c in calls],
            "forbidden": list(assignment.forbidden)}
     time_limit = limits.get("time_limit") or question.time_limit
     child = sandbox.run_job(job, time_limit=time_limit,
