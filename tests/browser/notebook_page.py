@@ -289,6 +289,17 @@ def _control_moves(control: dict) -> list[tuple[str, str | int]]:
     return []
 
 
+def _part(node, selector: str, nth: int = 0):
+    """The ``nth`` element matching ``selector`` in a control's view, or the view itself when it
+    matches (a ToggleButton's view is its button)."""
+    element = node.evaluate_handle(
+        "(el, [sel, n]) => el.matches(sel) ? el : (el.querySelectorAll(sel)[n] || null)",
+        [selector, nth]).as_element()
+    if element is None:
+        raise NotebookFailure(f"no {selector!r} (number {nth}) in the control's view")
+    return element
+
+
 def move_control(page, control: dict) -> str:
     """Move ``control`` through the page as a user would; return what was done."""
     node = page.locator(f".ds-ctl-{control['id']}").first
@@ -298,13 +309,13 @@ def move_control(page, control: dict) -> str:
             node.locator(".noUi-handle").first.focus()
             page.keyboard.press(argument)
         elif action == "select":
-            node.locator("select").first.select_option(index=argument)
+            _part(node, "select").select_option(index=argument)
         elif action == "choose":
-            node.locator("button, input[type=radio]").nth(argument).click()
+            _part(node, "button, input[type=radio]", argument).click()
         elif action == "click":
-            node.locator("input[type=checkbox], button").first.click()
+            _part(node, "input[type=checkbox], button").click()
         elif action == "type":
-            field = node.locator("input, textarea").first
+            field = _part(node, "input, textarea")
             field.fill(argument)
             field.press("Enter")
         return f"{action} {argument}"
