@@ -66,7 +66,8 @@ def plot_circle(z, labels=None, *, ax=None, title: str | None = None, jitter: fl
                   if labels is not None else 0)
     points = u * np.reshape(radius, (-1, 1)) if labels is not None else u
     ax.scatter(points[:, 0], points[:, 1], s=8, alpha=0.7, **_colours(labels))
-    ax.set(aspect="equal", xticks=[], yticks=[], title=title or "embeddings on the circle")
+    ax.set(aspect="equal", title=title or "embeddings on the circle")
+    ax.set_axis_off()
     return fig
 
 
