@@ -112,6 +112,33 @@ _ERANK = """def effective_rank(z):
     return {ret}
 """
 
+_STATS = """def class_means_and_covariances(features, labels, num_classes):
+    n, d = features.shape
+    means = torch.zeros(num_classes, d, dtype=features.dtype, device=features.device)
+    means.index_add_(0, labels, features)
+    counts = torch.bincount(labels, minlength=num_classes).to(features.dtype)
+    means = means / counts[:, None]
+    global_mean = {global_mean}
+    within = features - means[labels]
+    centred = {centred}
+    return means, global_mean, within.T @ within / {n}, centred.T @ centred / num_classes
+"""
+
+_NC1 = """def nc1(features, labels, num_classes):
+    n, d = features.shape
+    means = torch.stack([features[labels == c].mean(0) for c in range(num_classes)])
+    within = features - means[labels]
+    centred = means - features.mean(0)
+    sigma_w = within.T @ within / n
+    sigma_b = centred.T @ centred / num_classes
+    return {ret}
+"""
+
+_ETF = """def simplex_etf(num_classes, dim):
+    c = num_classes
+    {body}
+"""
+
 MUTANTS = {
     "01_saliency": {
         "integrated_gradients": [
@@ -234,6 +261,69 @@ MUTANTS = {
              _ERANK.format(prep="z = z - z.mean(0)", power="", ret="torch.exp(h)")),
             ("returns the entropy instead of its exponential",
              _ERANK.format(prep="pass", power="", ret="h")),
+        ],
+    },
+    "04_neural_collapse": {
+        "class_means_and_covariances": [
+            ("Sigma_W divided by N - C (pooled, unbiased)",
+             _STATS.format(global_mean="features.mean(0)", centred="means - global_mean",
+                           n="(n - num_classes)")),
+            ("the global mean as the mean of the class means",
+             _STATS.format(global_mean="means.mean(0)", centred="means - global_mean", n="n")),
+            ("Sigma_B of uncentred means",
+             _STATS.format(global_mean="features.mean(0)", centred="means", n="n")),
+        ],
+        "nc1": [
+            ("the inverse instead of the pseudo-inverse",
+             _NC1.format(ret="float(torch.trace(sigma_w @ torch.linalg.inv(sigma_b))) / "
+                             "num_classes")),
+            ("without the 1/C", _NC1.format(ret="float(torch.trace(sigma_w @ "
+                                                "torch.linalg.pinv(sigma_b)))")),
+            ("a ratio of traces", _NC1.format(ret="float(sigma_w.trace() / sigma_b.trace())")),
+        ],
+        "simplex_etf": [
+            ("the centred identity, rows not normalised (needs dim >= C)",
+             _ETF.format(body="m = torch.zeros(c, dim)\n"
+                              "    m[:, :c] = torch.eye(c) - 1.0 / c\n    return m")),
+            ("orthonormal rows (cosine 0, not -1/(C-1))",
+             _ETF.format(body="return torch.eye(c, dim)")),
+        ],
+        "etf_distance": [
+            ("the Gram matrix not normalised",
+             "def etf_distance(vectors):\n    c = vectors.shape[0]\n"
+             "    gram = vectors @ vectors.T\n"
+             "    target = torch.eye(c, dtype=vectors.dtype) - 1.0 / c\n"
+             "    return float((gram - target / (c - 1) ** 0.5).norm())\n"),
+            ("the target without 1/sqrt(C - 1)",
+             "def etf_distance(vectors):\n    c = vectors.shape[0]\n"
+             "    gram = vectors @ vectors.T\n"
+             "    target = torch.eye(c, dtype=vectors.dtype) - 1.0 / c\n"
+             "    return float((gram / gram.norm() - target).norm())\n"),
+        ],
+        "self_duality": [
+            ("W - M without normalising",
+             "def self_duality(weight, centred_means):\n"
+             "    return float((weight - centred_means).norm())\n"),
+            ("squared distance",
+             "def self_duality(weight, centred_means):\n"
+             "    d = weight / weight.norm() - centred_means / centred_means.norm()\n"
+             "    return float(d.norm() ** 2)\n"),
+        ],
+        "ncc_mismatch": [
+            ("ignores the bias",
+             "def ncc_mismatch(features, means, weight, bias=None):\n"
+             "    nearest = torch.cdist(features, means).argmin(dim=1)\n"
+             "    return float(((features @ weight.T).argmax(1) != nearest).double().mean())\n"),
+            ("the farthest class mean",
+             "def ncc_mismatch(features, means, weight, bias=None):\n"
+             "    logits = features @ weight.T + (0 if bias is None else bias)\n"
+             "    nearest = torch.cdist(features, means).argmax(dim=1)\n"
+             "    return float((logits.argmax(1) != nearest).double().mean())\n"),
+            ("the agreement instead of the mismatch",
+             "def ncc_mismatch(features, means, weight, bias=None):\n"
+             "    logits = features @ weight.T + (0 if bias is None else bias)\n"
+             "    nearest = torch.cdist(features, means).argmin(dim=1)\n"
+             "    return float((logits.argmax(1) == nearest).double().mean())\n"),
         ],
     },
 }

@@ -31,6 +31,7 @@ ASSIGNMENTS = {
     "01_saliency": "deepscope.grading.assignments.saliency",
     "02_loss_landscapes": "deepscope.grading.assignments.landscape",
     "03_contrastive_geometry": "deepscope.grading.assignments.contrastive",
+    "04_neural_collapse": "deepscope.grading.assignments.collapse",
 }
 
 
@@ -226,6 +227,7 @@ def grade(
         A `Report`; a notebook that cannot be read gets a report with ``error`` set and 0 points.
     """
     start = time.perf_counter()
+    sandbox.warm_up()  # the zygote imports torch while this process reads and prepares
     path = Path(submission)
     report = Report(submission=str(submission), device=str(device),
                     started=datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -175,6 +175,12 @@ class _Zygote:
         child.close()
         self.sock = parent
 
+    def ensure_started(self) -> None:
+        """Start the zygote now (it imports torch while the grader prepares the checks)."""
+        with self.lock:
+            if self.process is None or self.process.poll() is not None:
+                self._start()
+
     def fork(self, job_fd: int, fds: tuple[int, int, int], limits: dict) -> int:
         """Ask the zygote for a child running the job; return its pid."""
         with self.lock:
@@ -210,6 +216,11 @@ class _Zygote:
 
 _ZYGOTE = _Zygote()
 atexit.register(_ZYGOTE.close)
+
+
+def warm_up() -> None:
+    """Start the process that forks the sandboxes, if it is not running yet."""
+    _ZYGOTE.ensure_started()
 
 
 def _kill(pid: int | None) -> None:
