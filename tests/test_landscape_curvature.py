@@ -84,6 +84,9 @@ def test_top_eigenvalues_match_eigvalsh(exact, method):
     H = exact[3]
     for value, vector in zip(values, vectors):  # H u = lambda u
         torch.testing.assert_close(H @ vector, value * vector, rtol=0, atol=1e-4)
+    if method == "lanczos":  # a warm start from the top eigenvector converges at once
+        warm = L.top_eigenvalues(model, F.cross_entropy, (x, y), v0=vectors[0].float())
+        torch.testing.assert_close(warm, top[:1], rtol=1e-6, atol=0)
 
 
 def test_top_eigenvalue_defaults_reach_1e4_on_a_larger_model():
@@ -194,6 +197,8 @@ def test_curvature_errors():
         L.lanczos(lambda v: v, torch.ones(3, 1), 2)
     with pytest.raises(ValueError, match="Krylov space has dimension 1 < k = 2"):
         L.top_eigenvalues(model, lambda o, t: 0 * o.sum(), (x, y), k=2)
+    with pytest.raises(ValueError, match=r"`v0` must be a vector of shape \(51,\), got \(3,\)"):
+        L.top_eigenvalues(model, ce, (x, y), v0=torch.zeros(3))
     with pytest.raises(ValueError, match="`sigma` must be > 0"):
         L.spectral_density(model, ce, (x, y), iters=3, runs=1).density(sigma=0.0)
 

@@ -223,6 +223,7 @@ def top_eigenvalues(
     max_iter: int | None = None,
     tol: float = 1e-4,
     seed: int | None = 0,
+    v0: torch.Tensor | None = None,
     return_vectors: bool = False,
 ):
     """Return the k largest eigenvalues of the Hessian of the loss.
@@ -245,7 +246,9 @@ def top_eigenvalues(
         max_iter: Lanczos steps (default min(P, 100 + 4 k)), or power iterations per eigenpair
             (default 1000).
         tol: the stopping tolerance described above.
-        seed: seed of the start vector (None: random).
+        seed: seed of the Gaussian start vector (None: random).
+        v0: a start vector (P,) instead (e.g. the top eigenvector at a nearby point: a warm
+            start converges in a few steps).
         return_vectors: also return the unit eigenvectors.
 
     Returns:
@@ -260,7 +263,13 @@ def top_eigenvalues(
         raise ValueError(f"{fn}: `k` must be <= the number of trainable parameters {op.dim}, "
                          f"got {k}")
     tol = check_float(tol, "tol", fn, positive=True)
-    v0 = _start_vector(op, seed, fn)
+    if v0 is None:
+        v0 = _start_vector(op, seed, fn)
+    elif not isinstance(v0, torch.Tensor) or v0.shape != (op.dim,):
+        got = tuple(v0.shape) if isinstance(v0, torch.Tensor) else type(v0).__name__
+        raise ValueError(f"{fn}: `v0` must be a vector of shape ({op.dim},), got {got}")
+    else:
+        v0 = v0.detach().to(device=op.device, dtype=op.dtype)
     if method == "power":
         iters = check_int(max_iter, "max_iter", fn) if max_iter is not None else 1000
         values, vectors = power_iteration(op, v0, k=k, max_iter=iters, tol=tol)
