@@ -23,12 +23,15 @@ def test_attribution_overlay_and_grid(cnn):
                                      boxes=torch.tensor([[1, 1, 5, 5]] * 3))
     assert len(fig.axes) == 9 and fig.axes[1].get_title() == "gradient"
     assert len(fig.axes[1].patches) == 1  # the box
-    assert fig.axes[1].images[1].get_cmap().name == "RdBu_r"
-    assert fig.axes[2].images[1].get_cmap().name == "inferno"
+    assert fig.axes[1].images[0].get_cmap().name == "RdBu_r"
+    assert fig.axes[2].images[0].get_cmap().name == "magma"
+    assert len(fig.axes[1].collections) == 1  # the ink contour
     ax = plotting.attribution_overlay(x[0], maps["gradient"][0], title="t")
     assert ax.get_title() == "t"
     limit = float(maps["gradient"][0].abs().max())
-    assert ax.images[1].get_clim() == pytest.approx((-limit, limit))
+    assert ax.images[0].get_clim() == pytest.approx((-limit, limit))
+    rgb = plotting.attribution_overlay(torch.rand(3, 8, 8), torch.rand(8, 8), signed=False)
+    assert len(rgb.images) == 2 and rgb.images[1].get_alpha() == 0.6
     with pytest.raises(ValueError, match="must have the same height and width"):
         plotting.attribution_overlay(x[0], torch.zeros(4, 4))
     with pytest.raises(ValueError, match=r"expected an attribution of shape \(H, W\)"):

@@ -28,15 +28,17 @@ def _map2d(attribution) -> np.ndarray:
 
 def attribution_overlay(image, attribution, *, ax=None, signed: bool = True, alpha: float = 0.6,
                         title: str | None = None, box=None):
-    """Draw an attribution map over a grey image; return the axes.
+    """Draw an attribution map with the image's outline (grey images) or over the image (colour
+    images); return the axes.
 
     Args:
-        image: (C, H, W) or (H, W) tensor/array, shown in grey.
+        image: (C, H, W) or (H, W) tensor/array; a grey image is drawn as the contour of its
+            ink at half its range, so the map's colours stay readable.
         attribution: (C, H, W) (channels summed) or (H, W) map of the same height and width.
         ax: axes to draw on (default: a new figure).
         signed: diverging red/blue colours symmetric around 0 (red = evidence for the target);
             else a sequential map from the minimum (use for |gradient| or Grad-CAM).
-        alpha: opacity of the map.
+        alpha: opacity of the map over a colour image.
         title: axes title.
         box: optional ground-truth box (top, left, bottom, right), drawn in green.
     """
@@ -47,12 +49,18 @@ def attribution_overlay(image, attribution, *, ax=None, signed: bool = True, alp
                          f"{a.shape} must have the same height and width")
     if ax is None:
         _, ax = plt.subplots(figsize=(2.4, 2.4))
-    ax.imshow(img, cmap="gray_r" if img.ndim == 2 else None)
+    grey = img.ndim == 2
+    if not grey:  # colour images: blend the map over the picture
+        ax.imshow(img)
+    opacity = 1.0 if grey else alpha
     if signed:
         limit = float(np.abs(a).max()) or 1.0
-        ax.imshow(a, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=alpha)
+        ax.imshow(a, cmap="RdBu_r", vmin=-limit, vmax=limit, alpha=opacity)
     else:
-        ax.imshow(a, cmap="inferno", alpha=alpha)
+        ax.imshow(a, cmap="magma", alpha=opacity)
+    if grey and img.max() > img.min():  # grey images: the ink as a contour over the map
+        level = img.min() + 0.5 * (img.max() - img.min())
+        ax.contour(img, levels=[level], colors="k" if signed else "w", linewidths=0.8)
     if box is not None:
         top, left, bottom, right = (int(v) for v in box)
         ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top,
