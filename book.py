@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("DEEPSCOPE_VENV", ROOT / ".venv"))
-EXTRAS = "dev,oracle"
+EXTRAS = "dev,oracle,text"
 TORCH_CPU = "torch==2.13.0"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 COVERAGE_MIN = 90
