@@ -1,7 +1,8 @@
 """Deliberately wrong answers: each must lose points on its question (the grader can fail).
 
-``MUTANTS[assignment_id][function]`` lists ``(name, source)`` pairs; the source replaces the
-answer cell that defines ``function`` in the master notebook.
+``MUTANTS[assignment_id][function]`` lists ``(name, change)`` pairs. A change is either the
+full source of a wrong answer cell, or a list of ``(old, new)`` text replacements applied to the
+master's own solution (markers removed), so that such mutants follow the master when it changes.
 """
 
 _IG_HEAD = """def integrated_gradients(model, x, target, baseline=None, steps=64):
@@ -138,6 +139,18 @@ _ETF = """def simplex_etf(num_classes, dim):
     c = num_classes
     {body}
 """
+
+
+
+def mutate(solution: str, change) -> str:
+    """Return the mutant's source: ``change`` itself, or the solution with its replacements."""
+    if isinstance(change, str):
+        return change
+    for old, new in change:
+        assert old in solution, f"the master's solution no longer contains {old!r}"
+        solution = solution.replace(old, new)
+    return solution
+
 
 MUTANTS = {
     "01_saliency": {
@@ -324,6 +337,47 @@ MUTANTS = {
              "    logits = features @ weight.T + (0 if bias is None else bias)\n"
              "    nearest = torch.cdist(features, means).argmin(dim=1)\n"
              "    return float((logits.argmax(1) == nearest).double().mean())\n"),
+        ],
+    },
+    "05_scaling_laws": {
+        "huber": [
+            ("r^2 without the 1/2", [("0.5 * r**2", "r**2")]),
+            ("the linear part without -delta/2 (discontinuous)",
+             [("delta * (size - 0.5 * delta)", "delta * size")]),
+            ("quadratic everywhere (least squares)",
+             [("np.where(size <= delta, 0.5 * r**2, delta * (size - 0.5 * delta))",
+               "0.5 * r**2")]),
+        ],
+        "fit_power_law": [
+            ("least squares instead of Huber",
+             [("huber(prediction - log_y, delta).sum()",
+               "0.5 * ((prediction - log_y) ** 2).sum()")]),
+            ("no irreducible term (c = 0)",
+             [("return float(np.exp(log_c)), float(np.exp(log_a)), float(b)",
+               "return 0.0, float(np.exp(log_a)), float(b)")]),
+            ("residuals of the loss instead of its log",
+             [("huber(prediction - log_y, delta)", "huber(np.exp(prediction) - y, delta)")]),
+        ],
+        "compute_optimal": [
+            ("D = C / N (forgets the 6)",
+             [("return G * half ** (beta / (alpha + beta)), half ** (alpha / (alpha + beta)) / G",
+               "N = G * half ** (beta / (alpha + beta))\n    return N, 6 * half / N")]),
+            ("the exponents swapped",
+             [("return G * half ** (beta / (alpha + beta)), half ** (alpha / (alpha + beta)) / G",
+               "return G * half ** (alpha / (alpha + beta)), half ** (beta / (alpha + beta)) / G"
+               )]),
+            ("G inverted", [("** (1 / (alpha + beta))", "** (-1 / (alpha + beta))")]),
+        ],
+        "fit_chinchilla": [
+            ("least squares instead of Huber",
+             [("np.clip(residual, -delta, delta)", "residual"),
+              ("huber(residual, delta).sum()", "0.5 * (residual ** 2).sum()")]),
+            ("one start at zero",
+             [("result = minimize(objective, [a, b, e, alpha, beta]",
+               "result = minimize(objective, [0.0, 0.0, 0.0, 0.0, 0.0]")]),
+            ("without the irreducible term E",
+             [("np.full_like(log_n, e)", "np.full_like(log_n, -50.0)"),
+              ("return float(np.exp(e))", "return 0.0")]),
         ],
     },
 }

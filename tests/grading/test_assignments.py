@@ -13,7 +13,7 @@ import pytest
 from deepscope.grading import grade, load_assignment, release_text
 from deepscope.grading.runner import ASSIGNMENTS
 
-from .mutants import MUTANTS
+from .mutants import MUTANTS, mutate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,12 +76,14 @@ CASES = [(a_id, function, name, source) for a_id, by_function in MUTANTS.items()
          if a_id in IDS]
 
 
-def _with_answer(master: Path, function: str, source: str, out: Path) -> Path:
+def _with_answer(master: Path, function: str, change, out: Path) -> Path:
     nb = nbformat.read(master, as_version=4)
     cells = [c for c in nb.cells if c.cell_type == "code" and "answer" in c.metadata.get("tags", [])
              and re.search(rf"^def {function}\(", c.source, re.M)]
     assert len(cells) == 1, f"one answer cell must define {function}"
-    cells[0].source = source
+    solution = re.sub(r"\n *### (BEGIN|END) SOLUTION", "", cells[0].source)
+    cells[0].source = mutate(solution, change)
+    assert cells[0].source != solution
     nbformat.write(nb, out)
     return out
 

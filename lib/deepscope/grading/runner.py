@@ -3,7 +3,8 @@
 Order matters for trust: every check's inputs and expected values are computed in this process
 *before* any student code runs, and only plain data ever comes back from the sandbox; the
 verdicts are decided here. The grader's own files are hashed before and after, and a change is
-reported loudly (it cannot happen where the sandbox mounts the filesystem read-only).
+reported loudly where the sandbox could not mount the filesystem read-only (elsewhere the
+submission cannot have written, and a change is someone editing the library meanwhile).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ASSIGNMENTS = {
     "02_loss_landscapes": "deepscope.grading.assignments.landscape",
     "03_contrastive_geometry": "deepscope.grading.assignments.contrastive",
     "04_neural_collapse": "deepscope.grading.assignments.collapse",
+    "05_scaling_laws": "deepscope.grading.assignments.scaling",
 }
 
 
@@ -280,7 +282,8 @@ def grade(
                 chosen))
         report.questions = [q for q, _ in graded]
         report.sandbox = next((s for _, s in graded if s), {})
-    if _grader_files_digest() != before:
+    read_only = report.sandbox.get("filesystem") == "read-only"
+    if not read_only and _grader_files_digest() != before:
         report.warnings.append("the grader's own files changed while this submission was "
                                "graded; the results above were computed before, but check the "
                                "installation and the submission")
