@@ -95,6 +95,8 @@ def test_fixed_etf_head_is_fixed_and_reads_like_a_linear_layer():
         head(torch.randn(5, 8))
     with pytest.raises(ValueError, match="`scale` must be > 0"):
         collapse.FixedETFHead(16, 10, scale=0.0)
+    with pytest.raises(ValueError, match="`in_features` must be >= num_classes - 1 = 9 .* got 4"):
+        collapse.fixed_etf_head(4, 10)
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,6 +222,10 @@ def test_bad_input_gives_clear_errors():
         collapse.collapse_metrics(features, labels, bias=torch.zeros(3))
     with pytest.raises(ValueError, match=r"`bias` must have shape \(3,\), got \(2,\)"):
         collapse.collapse_metrics(features, labels, torch.randn(3, 4), torch.zeros(2))
+    with pytest.raises(ValueError, match="`features` and `labels` must have the same length"):
+        collapse.class_means(features, labels[:3])
+    with pytest.raises(ValueError, match="got 1 in class 2"):
+        collapse.covariances(features[:5], lonely)
     with pytest.raises(ValueError, match="need at least 2 classes"):
         collapse.nc1(features[:4], torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match="at least one sample"):

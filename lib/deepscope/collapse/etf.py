@@ -97,6 +97,12 @@ class FixedETFHead(nn.Module):
         self.in_features = check_int(in_features, "in_features", fn)
         self.out_features = check_int(num_classes, "num_classes", fn, minimum=2)
         self.scale = check_float(scale, "scale", fn, positive=True)
+        if self.in_features < self.out_features - 1:
+            raise ValueError(
+                f"{fn}: `in_features` must be >= num_classes - 1 = {self.out_features - 1} "
+                f"(a simplex ETF of {self.out_features} classes needs that many dimensions), "
+                f"got {self.in_features}"
+            )
         etf = simplex_etf(self.out_features, self.in_features, seed=seed)
         self.register_buffer("weight", self.scale * etf)
         self.bias = None
