@@ -81,31 +81,38 @@ def quadrature(steps: int, method: str = "gausslegendre") -> tuple[torch.Tensor,
 def _path_integral(model, x, target, max_target, baselines, alphas, weights, batch_size,
                    progress, fn):
     """Return mean_k (x - b_k) * sum_s weights[s] * grad f(b_k + alphas[s] (x - b_k)) for the
-    (K, B|1, ...) baselines; ``alphas``/``weights`` are (K, S) or (S,) tensors."""
+    (K, B|1, ...) baselines and (S,) nodes and weights."""
     K, S = baselines.shape[0], alphas.shape[-1]
-    alphas = alphas.to(x.device, x.dtype).expand(K, S).reshape(-1)
-    weights = weights.to(x.device, x.dtype).expand(K, S).reshape(-1)
+    alphas = alphas.to(x.device, x.dtype).repeat(K)
+    weights = weights.to(x.device, x.dtype).repeat(K)
     which = torch.arange(K, device=x.device).repeat_interleave(S)  # baseline of each point
     images, copies = rows_per_pass(batch_size, len(x))
     step = K * S if copies < 0 else copies
     view = (-1, 1, *([1] * (x.dim() - 1)))
-    total = torch.zeros_like(x)
+    # G[k] = sum_s w_s grad f(x_{k,s}): the weighted gradient sum along the path from b_k
+    summed = torch.zeros((K, *x.shape), dtype=x.dtype, device=x.device)
     bar = tqdm(total=K * S * -(-len(x) // images), desc=fn, disable=not progress, leave=False)
     for lo in range(0, len(x), images):
         xb, tb = x[lo:lo + images], target[lo:lo + images]
         bb = baselines if baselines.shape[1] == 1 else baselines[:, lo:lo + images]
+        diff = xb[None] - bb  # (K, B, ...)
         for p in range(0, K * S, step):
-            a, w, k = alphas[p:p + step, None], weights[p:p + step], which[p:p + step]
-            base = bb[k]  # (m, B|1, ...)
-            diff = xb[None] - base
-            points = base + a.view(view) * diff  # (m, B, ...)
+            a, w, k = alphas[p:p + step], weights[p:p + step], which[p:p + step]
+            if K == 1:
+                points = bb + a.view(view) * diff  # (m, B, ...) by broadcasting, no gather
+            else:
+                points = bb[k] + a.view(view) * diff[k]
             m = points.shape[0]
             grads = target_gradients(model, points.reshape(m * len(xb), *xb.shape[1:]),
                                      tb.repeat(m), max_target, fn).reshape(m, *xb.shape)
-            total[lo:lo + images] += (w.view(view) * diff * grads).sum(0)
+            weighted = w.view(view) * grads
+            if K == 1:
+                summed[0, lo:lo + images] += weighted.sum(0)
+            else:
+                summed[:, lo:lo + images].index_add_(0, k, weighted)
             bar.update(m)
     bar.close()
-    return total / K
+    return ((x[None] - baselines) * summed).mean(0)
 
 
 def completeness_gap(model, x, target, attributions, baseline=None) -> torch.Tensor:
