@@ -281,3 +281,30 @@ def test_adversarial_training_buys_robustness_on_a_toy_problem():
     assert rob_acc > std_acc + 0.2, (rob_acc, std_acc)
     with pytest.raises(TypeError, match=r"`train` must be a pair \(x, y\) of tensors"):
         S.adversarial_fit(robust, x, eps=0.1)
+
+
+def test_remaining_bad_input_messages(cnn, images):
+    with pytest.raises(ValueError, match="`sigma` must be > 0"):
+        S.vargrad(cnn, images, 0, -1.0)
+    with pytest.raises(ValueError, match="`samples` must be >= 1, got 0"):
+        S.smoothgrad_sq(cnn, images, 0, 0.1, 0)
+    with pytest.raises(ValueError, match="`layer` must name a submodule"):
+        S.layer_gradients(cnn, images, 0, "nope")
+    with pytest.raises(ValueError, match=r"`x` must have 4 dimensions \(B, C, H, W\)"):
+        S.edge_detector(cnn, images[:, 0])
+    with pytest.raises(TypeError, match="`model` must be a torch.nn.Module, got str"):
+        S.randomizable_layers("cnn")
+    with pytest.raises(TypeError, match="`scores` must be a torch.Tensor, got list"):
+        S.rank_features([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="`which` must be one of 'top', 'bottom', got 'middle'"):
+        S.keep_features(images, images, 3, which="middle")
+    with pytest.raises(ValueError, match="`k` must be >= 0, got -1"):
+        S.keep_features(images, images, -1)
+    with pytest.raises(TypeError, match="`fill` must be a real number, got str"):
+        S.keep_features(images, images, 3, fill="mean")
+    with pytest.raises(TypeError, match="`y` must be an integer tensor"):
+        S.road(cnn, images, torch.zeros(4), images, (0.5,))
+    with pytest.raises(ValueError, match="`batch_size` must be >= 1, got 0"):
+        S.robust_accuracy(cnn, images, torch.zeros(4, dtype=torch.long), 0.1, batch_size=0)
+    with pytest.raises(ValueError, match="`tolerance` must be >= 0, got -1"):
+        S.pointing_game(images[:, 0], images[:, 0] > 0.5, tolerance=-1)
