@@ -22,6 +22,9 @@ from .._guards import eval_mode
 
 Params = dict[str, torch.Tensor]
 
+#: Default work per vmap chunk of parameter points: points x samples of the largest data batch.
+SAMPLES_PER_CHUNK = 1 << 14
+
 
 # --------------------------------------------------------------------------------------------
 # Points and directions
@@ -206,7 +209,7 @@ def evaluate_combinations(
     data,
     *,
     fn: str,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     accuracy: bool = False,
     vectorize: bool = True,
     progress=None,
@@ -222,7 +225,8 @@ def evaluate_combinations(
         anchors: K dicts with the trainable parameters' names and shapes.
         coefficients: (M, K) tensor.
         loss_fn, data: as everywhere in the chapter.
-        batch_size: points evaluated together (``torch.func.vmap``); bounds memory.
+        batch_size: points evaluated together (``torch.func.vmap``); bounds memory. None: as
+            many as make about `SAMPLES_PER_CHUNK` forward passes of one sample per chunk.
         accuracy: also return the accuracy at each point (NaN unless outputs are class scores).
         vectorize: False evaluates the points one by one (for loss functions vmap cannot
             batch, e.g. ones that call ``.item()``).
@@ -235,6 +239,9 @@ def evaluate_combinations(
     device = model_device(model)
     batches = data_batches(data, fn, device)
     frozen = _frozen_state(model)
+    if batch_size is None:
+        largest = max(len(x) for x, _ in batches)
+        batch_size = max(1, min(256, SAMPLES_PER_CHUNK // largest))
     batch_size = check_int(batch_size, "batch_size", fn)
     coefficients = coefficients.to(device=device, dtype=next(iter(anchors[0].values())).dtype)
     names = list(anchors[0])

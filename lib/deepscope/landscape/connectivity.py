@@ -132,7 +132,7 @@ def curve_losses(
     data,
     ts=25,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     accuracy: bool = False,
     vectorize: bool = True,
     progress: bool = False,

@@ -228,9 +228,10 @@ def top_eigenvalues(
 ):
     """Return the k largest eigenvalues of the Hessian of the loss.
 
-    ``method="lanczos"`` (default): Lanczos with full re-orthogonalisation from a Gaussian start
-    vector, stopped when each of the k largest Ritz pairs (theta_i, u_i) has residual
-    ||H u_i - theta_i u_i|| = |beta_m s_{m,i}| <= tol * |theta_i|. The residual bounds the
+    ``method="lanczos"`` (default): Lanczos with full re-orthogonalisation, started from the
+    normalised gradient plus a normalised Gaussian vector, stopped when each of the k largest
+    Ritz pairs (theta_i, u_i) has residual ||H u_i - theta_i u_i|| = |beta_m s_{m,i}| <= tol *
+    |theta_i|. The residual bounds the
     distance to an eigenvalue, so with the default ``tol`` the relative error is <= 1e-4 (in
     practice far smaller: the error of a Ritz value is about residual^2 / gap). Largest means
     largest *algebraic* value.
@@ -246,7 +247,7 @@ def top_eigenvalues(
         max_iter: Lanczos steps (default min(P, 100 + 4 k)), or power iterations per eigenpair
             (default 1000).
         tol: the stopping tolerance described above.
-        seed: seed of the Gaussian start vector (None: random).
+        seed: seed of the Gaussian part of the start vector (None: random).
         v0: a start vector (P,) instead (e.g. the top eigenvector at a nearby point: a warm
             start converges in a few steps).
         return_vectors: also return the unit eigenvectors.
@@ -264,7 +265,13 @@ def top_eigenvalues(
                          f"got {k}")
     tol = check_float(tol, "tol", fn, positive=True)
     if v0 is None:
-        v0 = _start_vector(op, seed, fn)
+        # Start from the gradient plus a random vector of the same norm: after a short warm-up
+        # the gradient lies mostly in the top eigenspace (Gur-Ari et al. 2018), which saves a
+        # few products; the random half keeps every direction present.
+        noise = _start_vector(op, seed, fn)
+        gradient = op.gradient()
+        norm = gradient.norm()
+        v0 = noise / noise.norm() + (gradient / norm if float(norm) > 0 else 0)
     elif not isinstance(v0, torch.Tensor) or v0.shape != (op.dim,):
         got = tuple(v0.shape) if isinstance(v0, torch.Tensor) else type(v0).__name__
         raise ValueError(f"{fn}: `v0` must be a vector of shape ({op.dim},), got {got}")

@@ -65,7 +65,7 @@ def interpolate(
     data,
     alphas=25,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     accuracy: bool = False,
     vectorize: bool = True,
     progress: bool = False,
@@ -82,7 +82,8 @@ def interpolate(
         data: a pair ``(x, y)`` or an iterable of ``(x, y)`` batches.
         alphas: an int n (n evenly spaced points from 0 to 1, both included) or a 1-D
             sequence/tensor of coefficients.
-        batch_size: points evaluated together (bounds memory).
+        batch_size: points evaluated together (bounds memory; None: about 16k samples' worth
+            of forward passes per chunk).
         accuracy: also return the accuracy at each point.
         vectorize: False evaluates point by point (for loss functions vmap cannot batch).
         progress: show a progress bar.
@@ -113,7 +114,7 @@ def slice_1d(
     data,
     alphas,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     accuracy: bool = False,
     vectorize: bool = True,
     progress: bool = False,
@@ -151,7 +152,7 @@ def slice_2d(
     xs,
     ys,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     accuracy: bool = False,
     vectorize: bool = True,
     progress: bool = True,
@@ -169,7 +170,8 @@ def slice_2d(
         data: a pair ``(x, y)`` or an iterable of ``(x, y)`` batches.
         xs: 1-D grid of coefficients along d1 (columns).
         ys: 1-D grid of coefficients along d2 (rows).
-        batch_size: grid points evaluated together with vmap (bounds memory).
+        batch_size: grid points evaluated together with vmap (bounds memory; None: about 16k
+            samples' worth of forward passes per chunk).
         accuracy: also return the accuracy grid.
         vectorize: False evaluates point by point.
         progress: show a progress bar over the grid points.
