@@ -1,6 +1,7 @@
 """Gradient and path attributions: exact values on models with closed forms, invariances
 (batching, seeds), completeness, and the errors bad input gets."""
 
+import copy
 import math
 
 import numpy as np
@@ -9,6 +10,8 @@ import torch
 from deepscope import models
 from deepscope import saliency as S
 from torch import nn
+
+from tests.conftest import requires_cuda
 
 
 def linear_model(d=6, c=3, seed=0):
@@ -325,3 +328,27 @@ def test_methods_registry_calls_uniformly(cnn, images):
         assert out.shape == images.shape and torch.isfinite(out).all(), name
     assert np.isfinite(S.rank_correlation(S.gradient(cnn, images, 1),
                                           S.deeplift(cnn, images, 1)).numpy()).all()
+
+
+@requires_cuda
+def test_every_method_runs_on_the_gpu_and_matches_the_cpu(cnn, images):
+    gpu = copy.deepcopy(cnn).cuda()
+    xg, target = images.cuda(), torch.tensor([0, 3, 5, 9])
+    calls = {
+        "gradient": lambda m, x, t: S.gradient(m, x, t),
+        "smoothgrad": lambda m, x, t: S.smoothgrad(m, x, t, 0.1, 8,
+                                                   noise=torch.ones(8, *images.shape)),
+        "integrated_gradients": lambda m, x, t: S.integrated_gradients(m, x, t, steps=8,
+                                                                       batch_size=10),
+        "deeplift": lambda m, x, t: S.deeplift(m, x, t),
+        "grad_cam": lambda m, x, t: S.grad_cam(m, x, t, "conv3"),
+        "occlusion": lambda m, x, t: S.occlusion(m, x, t, 3, 2),
+    }
+    for name, call in calls.items():
+        on_gpu = call(gpu, xg, target.cuda())
+        assert on_gpu.is_cuda, name
+        assert torch.allclose(on_gpu.cpu(), call(cnn, images, target), atol=1e-8), name
+    order = S.rank_features(S.gradient(gpu, xg, 1).abs())
+    assert order.is_cuda
+    adv = S.pgd_attack(gpu, xg, target.cuda(), 0.1, steps=2, seed=0)
+    assert adv.is_cuda

@@ -64,7 +64,7 @@ def _selection(x, scores, count, which, seed, fn):
     order = rank_features(flat, seed=seed)
     chosen = order[:, :count] if which in ("top", "morf") else order[:, order.shape[1] - count:]
     selected = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, chosen, True)
-    selected = selected.view(len(x), *unit)
+    selected = selected.view(len(x), *unit).to(x.device)
     if len(unit) < x.dim() - 1:
         selected = selected[:, None].expand_as(x)
     return selected
@@ -228,7 +228,7 @@ def _retrain(make_model, train_x, train_y, test_x, test_y, seed, fit_kwargs):
                         f"got {type(make_model).__name__}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = make_model()
+        model = make_model().to(train_x.device)  # train where the data lives
     kwargs = {"progress": False, "seed": seed, **(fit_kwargs or {})}
     fit(model, (train_x, train_y), **kwargs)
     return evaluate(model, (test_x, test_y))[1]
@@ -261,7 +261,8 @@ def diffroar(make_model: Callable, train, test, scores_train, scores_test, k: in
 
     Args:
         make_model: ``() -> nn.Module``, a fresh model (built under ``torch.manual_seed(seed)``
-            in a forked RNG, so the global generator is untouched).
+            in a forked RNG, so the global generator is untouched, then moved to the data's
+            device).
         train, test: ``(x, y)`` pairs.
         scores_train, scores_test: relevance of every train/test image (x's shape or per pixel).
         k: pixels kept per image.
