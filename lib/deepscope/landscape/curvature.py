@@ -231,10 +231,9 @@ def top_eigenvalues(
     ``method="lanczos"`` (default): Lanczos with full re-orthogonalisation, started from the
     normalised gradient plus a normalised Gaussian vector, stopped when each of the k largest
     Ritz pairs (theta_i, u_i) has residual ||H u_i - theta_i u_i|| = |beta_m s_{m,i}| <= tol *
-    |theta_i|. The residual bounds the
-    distance to an eigenvalue, so with the default ``tol`` the relative error is <= 1e-4 (in
-    practice far smaller: the error of a Ritz value is about residual^2 / gap). Largest means
-    largest *algebraic* value.
+    |theta_i|. The residual bounds the distance to an eigenvalue, so with the default ``tol``
+    the relative error is <= 1e-4 (in practice far smaller: the error of a Ritz value is about
+    residual^2 / gap). Largest means largest *algebraic* value.
 
     ``method="power"``: power iteration with deflation (`power_iteration`, as PyHessian does);
     stops when the eigenvalue changes by less than ``tol`` relative; finds the eigenvalues of
