@@ -9,27 +9,25 @@ does.
 
 Modules: `directions` (random and filter-normalised directions), `slices` (1-D and 2-D slices,
 interpolation), `linalg` (power iteration, Lanczos), `curvature` (Hessian-vector products, top
-eigenvalues, trace, spectral density), `sharpness` (SAM, edge of stability), `connectivity`
-(Bezier curves, barriers), `trajectory` (PCA of a training run).
+eigenvalues), `spectrum` (trace and spectral density), `sharpness` (SAM, edge of stability),
+`connectivity` (Bezier curves, barriers), `trajectory` (PCA of a training run).
 """
 
 from ._core import as_point, as_vector, snapshot, trainable_parameters
 from .connectivity import BezierCurve, curve_losses, fit_bezier, loss_barrier
 from .curvature import (
     HessianOperator,
-    SpectralDensity,
     hessian_matrix,
     hessian_operator,
-    hessian_trace,
     hvp,
     loss_gradient,
-    spectral_density,
     top_eigenvalues,
 )
 from .directions import filter_normalize, orthogonalize, random_direction
 from .linalg import lanczos, power_iteration, ritz_pairs
 from .sharpness import SAM, SharpnessHistory, fit_sam, track_sharpness
 from .slices import interpolate, slice_1d, slice_2d
+from .spectrum import SpectralDensity, hessian_trace, spectral_density
 from .trajectory import TrajectoryPCA, trajectory_pca
 
 __all__ = [
