@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import LogLocator, NullFormatter
 
 from ..scaling import (
     as_params,
@@ -115,6 +116,8 @@ def plot_scaling_runs(N, D, loss, *, law=None, entropy=None, ax=None):
     if entropy is not None:
         ax.axhline(entropy, color="black", ls=":", lw=1, label=f"entropy {entropy:.3f}")
     ax.set(xscale="log", xlabel="tokens D", ylabel="loss")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labels at 1, 2, 5 x 10^k
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7, ncol=2)
     return fig
 
