@@ -10,6 +10,8 @@ from deepscope import landscape as L
 from deepscope import models
 from torch import nn
 
+from tests.conftest import requires_cuda
+
 
 def problem(seed=0, n=48, d=5, classes=3, hidden=(7,), dtype=torch.float64, **kw):
     """A tiny classifier and data, float64 so exact comparisons are meaningful."""
@@ -308,3 +310,20 @@ def test_functions_leave_model_bitwise_identical_on_success():
     L.loss_gradient(model, F.cross_entropy, (x, y))
     L.spectral_density(model, F.cross_entropy, (x, y), iters=5, runs=2)
     assert_same_state(model, before)
+
+
+@requires_cuda
+def test_landscape_computes_on_the_models_device():
+    model, x, y = problem()
+    d1, d2 = L.random_direction(model, 0), L.random_direction(model, 1)
+    cpu = L.slice_2d(model, d1, d2, F.cross_entropy, (x, y), [0, 1], [0, 1], progress=False)
+    top_cpu = L.top_eigenvalues(model, F.cross_entropy, (x, y), k=2)
+    gpu_model = copy.deepcopy(model).cuda()
+    d1g, d2g = L.random_direction(gpu_model, 0), L.random_direction(gpu_model, 1)
+    assert d1g["fc1.weight"].is_cuda
+    gpu = L.slice_2d(gpu_model, d1g, d2g, F.cross_entropy, (x, y), [0, 1], [0, 1],
+                     progress=False)
+    torch.testing.assert_close(gpu, cpu, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(L.top_eigenvalues(gpu_model, F.cross_entropy, (x, y), k=2),
+                               top_cpu, rtol=1e-6, atol=0)
+    assert L.hessian_trace(gpu_model, F.cross_entropy, (x, y), samples=4).isfinite()
