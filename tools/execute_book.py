@@ -9,6 +9,7 @@ tagged ``raises-exception`` (an assignment's stubs) may raise; any other error f
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -53,6 +54,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "executed")
     args = parser.parse_args(argv)
+    if "DEEPSCOPE_THREADS" not in os.environ:
+        # Split the cores between the parallel kernels: oversubscribed torch runs many times slower.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        os.environ["DEEPSCOPE_THREADS"] = str(max(1, (cores or 1) // args.workers))
     paths = notebooks(args.patterns)
     if not paths:
         print("no notebook matches", args.patterns)
