@@ -6,12 +6,15 @@
 - `isoflop`: Approach 2, a parabola in log N per compute budget (`isoflop_profiles`).
 - `bootstrap`: percentile intervals for any fit.
 - `schedules`: learning-rate schedules that `deepscope.train.fit` can follow.
+- `annealing`: the schedule-aware loss-curve law of Tissue et al. (2024) and `loss_curve`.
 - `sweep`: a Markov-chain language with known entropy and a runner that trains tiny models over
   sizes and token counts (`run_sweep`, `markov_sweep`).
 
 Everything here works on numpy arrays (CPU); the sweep trains on the device it is given.
 """
 
+from .annealing import *  # noqa: F403
+from .annealing import __all__ as _annealing
 from .bootstrap import *  # noqa: F403
 from .bootstrap import __all__ as _bootstrap
 from .chinchilla import *  # noqa: F403
@@ -25,4 +28,4 @@ from .schedules import __all__ as _schedules
 from .sweep import *  # noqa: F403
 from .sweep import __all__ as _sweep
 
-__all__ = [*_power_law, *_chinchilla, *_isoflop, *_bootstrap, *_schedules, *_sweep]
+__all__ = [*_power_law, *_chinchilla, *_isoflop, *_bootstrap, *_schedules, *_sweep, *_annealing]
