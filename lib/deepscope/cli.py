@@ -84,6 +84,7 @@ def _add_grading_commands(sub) -> None:
     p.set_defaults(handler=_grading("cmd_release"))
     p = sub.add_parser("assignments", help="the points table of the assignments")
     p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--details", action="store_true", help="also list every check")
     p.set_defaults(handler=_grading("cmd_assignments"))
 
 

@@ -54,8 +54,11 @@ def test_release_command_and_its_check(tmp_path, capsys):
 def test_assignments_command(capsys):
     assert cli.main(["assignments", TOY]) == 0
     out = capsys.readouterr().out
-    assert "| toy | Softmax over the last dimension (`softmax`) | 3 |" in out
-    assert "| toy | **total** | **4** | |" in out
+    assert "| toy | 1. Softmax over the last dimension | `softmax` | 3 |" in out
+    assert "| toy | **total** | | **4** |" in out
+    assert cli.main(["assignments", TOY, "--details"]) == 0
+    out = capsys.readouterr().out
+    assert "| agrees with torch.softmax (2); is stable for large inputs" in out
     assert cli.main(["assignments", "99_none"]) == 2
 
 
@@ -65,7 +68,7 @@ def test_pytest_plugin_grades_one_item_per_question(tmp_path, toy, pytester):
              "    return e / e.sum(-1, keepdim=True)\n"}
     toy.write(pytester.path, naive, name="bob.ipynb")
     (pytester.path / "carol.ipynb").write_text("{")
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest(
         "-p", "deepscope.grading.pytest_plugin", "--grade", "--grade-assignment", TOY,
         "--grade-json", str(tmp_path / "reports"), "-p", "no:cacheprovider", "-v")
     result.assert_outcomes(passed=3, failed=2)
@@ -77,6 +80,5 @@ def test_pytest_plugin_grades_one_item_per_question(tmp_path, toy, pytester):
 
 def test_pytest_plugin_is_inert_without_the_flag(pytester, toy):
     toy.write(pytester.path, toy.SOLUTION, name="alice.ipynb")
-    result = pytester.runpytest_subprocess("-p", "deepscope.grading.pytest_plugin",
-                                           "-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "deepscope.grading.pytest_plugin", "-p", "no:cacheprovider")
     assert result.ret == 5  # nothing collected

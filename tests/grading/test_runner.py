@@ -246,3 +246,15 @@ def test_notebook_with_magics_still_grades(tmp_path, toy):
     path = tmp_path / "magic.ipynb"
     nbformat.write(nb, path)
     assert grade(path, toy.ASSIGNMENT).points == 4.0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_grading_on_cuda_checks_device_preservation(tmp_path, toy):
+    report = grade(toy.write(tmp_path, toy.SOLUTION), toy.ASSIGNMENT, device="cuda")
+    assert report.points == report.max_points == 4.0, report.table()
+    assert report.device == "cuda" and "RLIMIT_AS" not in report.sandbox
+    on_cpu = {**toy.SOLUTION, "softmax": "def softmax(x):\n    return torch.softmax(x.cpu(), -1)\n"}
+    report = grade(toy.write(tmp_path, on_cpu, name="cpu.ipynb"), toy.ASSIGNMENT, device="cuda")
+    assert report.questions[0].points == 0
+    assert "should be on the input's device cuda:0" in report.questions[0].checks[0].message

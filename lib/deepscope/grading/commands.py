@@ -73,14 +73,19 @@ def cmd_release(args) -> int:
     return 0
 
 
-def points_table(assignments) -> str:
-    """Return the Markdown points table of the given assignments."""
-    lines = ["| Assignment | Question (function) | Points | Checks |", "|---|---|---|---|"]
+def points_table(assignments, details: bool = False) -> str:
+    """Return the Markdown points table of the given assignments (with ``details``, each
+    question's checks and their points too)."""
+    head = "| Assignment | Question | Function | Points |" + (" Checks |" if details else "")
+    lines = [head, "|---" * (5 if details else 4) + "|"]
     for a in assignments:
-        for q in a.questions:
-            checks = "; ".join(f"{c.name} ({c.points:g})" for c in q.checks)
-            lines.append(f"| {a.id} | {q.title} (`{q.function}`) | {q.points:g} | {checks} |")
-        lines.append(f"| {a.id} | **total** | **{a.points:g}** | |")
+        for i, q in enumerate(a.questions, start=1):
+            row = f"| {a.id} | {i}. {q.title} | `{q.function}` | {q.points:g} |"
+            if details:
+                checks = "; ".join(f"{c.name} ({c.points:g})" for c in q.checks)
+                row += " " + checks.replace("|", "\\|") + " |"
+            lines.append(row)
+        lines.append(f"| {a.id} | **total** | | **{a.points:g}** |" + (" |" if details else ""))
     return "\n".join(lines)
 
 
@@ -91,5 +96,5 @@ def cmd_assignments(args) -> int:
     except GradingError as err:
         print(f"deepscope assignments: {err}", file=sys.stderr)
         return 2
-    print(points_table(chosen))
+    print(points_table(chosen, details=getattr(args, "details", False)))
     return 0
