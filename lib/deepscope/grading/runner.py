@@ -157,17 +157,21 @@ def _judge(question: Question, built: list, child: sandbox.ChildResult) -> list[
     return results
 
 
-def _grade_question(number: int, question: Question, assignment: Assignment, cells, device,
-                    limits: dict) -> tuple[QuestionResult, dict]:
+def _build_checks(question: Question, device) -> list:
+    """Make every check's calls and judge (inputs and expected values, in this process)."""
     ctx = CaseContext(device=torch.device(device))
     built = []
-    calls = []
     for index, check in enumerate(question.checks, start=1):
         made_calls, judge = check.build(ctx)
         for call in made_calls:
             call.label = f"check {index}: {check.name}"
         built.append((made_calls, judge))
-        calls.extend(made_calls)
+    return built
+
+
+def _grade_question(number: int, question: Question, built: list, assignment: Assignment,
+                    cells, limits: dict) -> tuple[QuestionResult, dict]:
+    calls = [call for made_calls, _ in built for call in made_calls]
     provided = _analyse(Cell(0, assignment.preamble)).defines
     needed, problem = cells_for(cells, question.function, provided)
     result = QuestionResult(number=number, function=question.function, title=question.title,
@@ -276,10 +280,13 @@ def grade(
             CheckResult(c.name, 0.0, float(c.points), False, report.error) for c in q.checks],
             problem=report.error) for n, q in chosen]
     else:
+        # Every check is built first, in order, so the seeded inputs and references are the same
+        # whatever ``jobs`` is; only the sandboxed runs go in parallel.
+        built = [_build_checks(q, device) for _, q in chosen]
         with ThreadPoolExecutor(max(1, jobs)) as pool:
             graded = list(pool.map(
-                lambda item: _grade_question(item[0], item[1], assignment, cells, device, limits),
-                chosen))
+                lambda item: _grade_question(item[0][0], item[0][1], item[1], assignment, cells,
+                                             limits), zip(chosen, built)))
         report.questions = [q for q, _ in graded]
         report.sandbox = next((s for _, s in graded if s), {})
     read_only = report.sandbox.get("filesystem") == "read-only"
