@@ -83,15 +83,20 @@ def test_setup_notebook_seeds_sets_threads_and_reports(monkeypatch, capsys):
     monkeypatch.setenv("DEEPSCOPE_THREADS", "1")
     monkeypatch.setenv("DEEPSCOPE_FULL", "1")
     monkeypatch.setenv("DEEPSCOPE_DEVICE", "cpu")
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     before = torch.get_num_threads()
+    pools_before = {p["prefix"]: p["num_threads"] for p in threadpool_info()}
     try:
         ctx = deepscope.setup_notebook(seed=3)
         a = torch.rand(3)
         deepscope.setup_notebook(seed=3, quiet=True, style=False)
         assert torch.equal(a, torch.rand(3))
         assert torch.get_num_threads() == 1
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info())
     finally:
         torch.set_num_threads(before)
+        threadpool_limits(limits=pools_before)
     assert ctx.full is True and ctx.seed == 3 and ctx.threads == 1
     assert ctx.device == torch.device("cpu")
     line = capsys.readouterr().out
