@@ -192,3 +192,20 @@ def test_evaluate_and_cached_fit_bad_input(digits):
         train.evaluate(_model(), (x, y[:10]))
     with pytest.raises(TypeError, match="cached_fit: `model` must be a torch.nn.Module"):
         train.cached_fit("net", (x, y))
+
+
+def test_cached_fit_handles_batch_norm_buffers(digits, tmp_path):
+    """0-d buffers (BatchNorm's num_batches_tracked) are hashed and restored too."""
+    (x, y), _ = digits
+
+    def build():
+        torch.manual_seed(0)
+        return models.mlp(64, (16,), 10, batch_norm=True)
+
+    first = build()
+    train.cached_fit(first, (x, y), epochs=1, progress=False, cache_dir=tmp_path)
+    second = build()
+    assert train.cached_fit(second, (x, y), epochs=1, progress=False,
+                            cache_dir=tmp_path).from_cache
+    assert int(second.bn1.num_batches_tracked) == int(first.bn1.num_batches_tracked) > 0
+    torch.testing.assert_close(second.bn1.running_mean, first.bn1.running_mean, rtol=0, atol=0)
