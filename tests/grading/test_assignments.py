@@ -129,3 +129,19 @@ def test_student_copy_fails_only_in_tagged_cells_with_the_stub_error(assignment)
     assert errors, "the student copy should show the stubs' errors"
     assert all("raises-exception" in tags and ename == "NotImplementedError"
                for _, tags, ename in errors), errors
+
+
+HELPERS = [(a.id, name) for a in AVAILABLE for name in a.substitutes]
+
+
+@pytest.mark.parametrize("assignment_id, function", HELPERS,
+                         ids=[f"{a}-{f}" for a, f in HELPERS])
+def test_a_wrong_helper_costs_only_its_own_question(assignment_id, function, tmp_path):
+    assignment = load_assignment(assignment_id)
+    name, change = MUTANTS[assignment_id][function][0]
+    path = _with_answer(ROOT / assignment.master, function, change, tmp_path / "helper.ipynb")
+    report = grade(path, assignment_id)
+    lost = {q.function for q in report.questions if q.points < q.max_points}
+    assert lost == {function}, report.table()
+    users = [q for q in report.questions if any(function in w for w in q.warnings)]
+    assert users, f"no question is graded with a substitute for {function}"

@@ -258,3 +258,32 @@ def test_grading_on_cuda_checks_device_preservation(tmp_path, toy):
     report = grade(toy.write(tmp_path, on_cpu, name="cpu.ipynb"), toy.ASSIGNMENT, device="cuda")
     assert report.questions[0].points == 0
     assert "should be on the input's device cuda:0" in report.questions[0].checks[0].message
+
+
+def test_a_question_calling_another_graded_function_gets_a_correct_one(tmp_path, toy):
+    def _squares(ctx):
+        x = ctx.randn(5, seed=1)
+
+        def judge(outs):
+            expect_close(expect_tensor(outs[0], "square(x)", like=x), x**2, "square(x)")
+        return [Call(x)], judge
+
+    def _sum(ctx):
+        x = ctx.randn(5, seed=2)
+
+        def judge(outs):
+            expect_number_close(outs[0], float((x**2).sum()), "sum_of_squares(x)", rtol=1e-5)
+        return [Call(x)], judge
+
+    questions = [Question("square", "x^2", [Check("squares", 1, _squares)]),
+                 Question("sum_of_squares", "sum x^2", [Check("sums", 1, _sum)])]
+    sources = {"square": "def square(x):\n    return x ** 3\n",
+               "sum": "def sum_of_squares(x):\n    return square(x).sum()\n"}
+    path = toy.write(tmp_path, sources)
+    plain = type(toy.ASSIGNMENT)("sq", "sq", questions)
+    assert [q.points for q in grade(path, plain).questions] == [0, 0]  # one mistake, twice
+    fair = type(toy.ASSIGNMENT)("sq", "sq", questions,
+                                substitutes={"square": "def square(x):\n    return x * x\n"})
+    report = grade(path, fair)
+    assert [q.points for q in report.questions] == [0, 1]
+    assert "graded with a correct square in place of yours" in report.questions[1].warnings[0]

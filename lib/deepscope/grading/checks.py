@@ -118,8 +118,8 @@ class Question:
 
 @dataclass
 class Assignment:
-    """A chapter's assignment: its questions, where its master and student copy live, and what
-    its answer cells may import."""
+    """A chapter's assignment: its questions, where its master and student copy live, what its
+    answer cells may import, and the reference versions of helpers that questions share."""
 
     id: str
     title: str
@@ -128,6 +128,10 @@ class Assignment:
     student: str = ""
     preamble: str = DEFAULT_PREAMBLE
     forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN
+    #: Correct versions (source code, no deepscope import) of graded functions that other
+    #: graded functions may call: a question that uses one is graded with it in place of the
+    #: student's, so one mistake costs points once.
+    substitutes: dict[str, str] = field(default_factory=dict)
 
     @property
     def points(self) -> float:
@@ -223,7 +227,7 @@ def expect_close(
         got, want = actual.reshape(-1)[flat].item(), expected.reshape(-1)[flat].item()
         scale = expected.abs().max().item() or 1.0
         worst = (actual - expected).abs().max().item()
-        raise Fail(f"{what} differs from the expected values: at index {index} you have "
+        raise Fail(f"mismatch in {what}: at index {index} you have "
                    f"{got:.6g}, expected {want:.6g} (largest difference {worst:.3g}, "
                    f"{worst / scale:.2%} of the largest expected magnitude)")
 

@@ -181,8 +181,15 @@ def _grade_question(number: int, question: Question, built: list, assignment: As
         result.checks = [CheckResult(c.name, 0.0, float(c.points), False, problem)
                          for c in question.checks]
         return result, {}
+    reached = set().union(*(c.uses for c in needed))
+    substituted = sorted(name for name in assignment.substitutes
+                         if name != question.function and name in reached)
+    for name in substituted:
+        result.warnings.append(f"graded with a correct {name} in place of yours (it is graded "
+                               "in its own question)")
     job = {"preamble": assignment.preamble, "function": question.function,
            "cells": [{"number": c.number, "source": c.source} for c in needed],
+           "substitutes": [assignment.substitutes[name] for name in substituted],
            "calls": [(c.args, c.kwargs, c.grad_of) for c in calls],
            "labels": [c.label for c in calls],
            "forbidden": list(assignment.forbidden)}

@@ -291,10 +291,23 @@ NCC_MISMATCH = Question(
     ])
 
 
+_STATISTICS_SOURCE = """
+def class_means_and_covariances(features, labels, num_classes):
+    import torch as _torch
+    n, d = features.shape
+    counts = _torch.bincount(labels, minlength=num_classes).to(features.dtype)
+    means = _torch.zeros(num_classes, d, dtype=features.dtype, device=features.device)
+    means = means.index_add(0, labels, features) / counts[:, None]
+    global_mean = features.mean(0)
+    within, centred = features - means[labels], means - global_mean
+    return means, global_mean, within.T @ within / n, centred.T @ centred / num_classes
+"""
+
 ASSIGNMENT = Assignment(
     id="04_neural_collapse",
     title="Neural collapse: class statistics, NC1-NC4 and the simplex ETF",
     questions=[STATISTICS, NC1, SIMPLEX_ETF, ETF_DISTANCE, SELF_DUALITY, NCC_MISMATCH],
     master="instructor/04_neural_collapse/assignment.ipynb",
     student="chapters/04_neural_collapse/assignment.ipynb",
+    substitutes={"class_means_and_covariances": _STATISTICS_SOURCE},
 )

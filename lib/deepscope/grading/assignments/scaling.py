@@ -280,10 +280,18 @@ CHINCHILLA = Question(
     ], time_limit=120.0)
 
 
+_HUBER_SOURCE = """
+def huber(r, delta=1e-3):
+    import numpy as _np
+    from scipy.special import huber as _huber
+    return _huber(delta, _np.asarray(r, dtype=_np.float64))
+"""
+
 ASSIGNMENT = Assignment(
     id="05_scaling_laws",
     title="Scaling laws: Huber loss, power-law fits, compute-optimal allocation, Chinchilla",
     questions=[HUBER, POWER_LAW, COMPUTE_OPTIMAL, CHINCHILLA],
     master="instructor/05_scaling_laws/assignment.ipynb",
     student="chapters/05_scaling_laws/assignment.ipynb",
+    substitutes={"huber": _HUBER_SOURCE},
 )
