@@ -46,27 +46,32 @@ class Result:
         return None if self.target is None else self.ratio <= self.target
 
 
-def _time(fn, sync) -> float:
+def _time(fn, sync, clock=time.perf_counter) -> float:
     sync()
-    start = time.perf_counter()
+    start = clock()
     fn()
     sync()
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def measure(bench: Benchmark, repeats: int | None = None) -> Result:
-    """Time ours and the reference interleaved (alternating which goes first); return medians."""
+def measure(bench: Benchmark, repeats: int | None = None, *, cpu_time: bool = False) -> Result:
+    """Time ours and the reference interleaved (alternating which goes first); return medians.
+
+    ``cpu_time`` measures this process's CPU time (``time.process_time``) instead of wall time:
+    steadier on a shared machine, and equal to wall time for single-threaded CPU work (not for
+    GPU work, which the CPU only waits for)."""
+    clock = time.process_time if cpu_time else time.perf_counter
     for _ in range(bench.warmup):
         bench.ours()
         bench.reference()
     ours, ref = [], []
     for r in range(repeats or bench.repeats):
         if r % 2 == 0:
-            ours.append(_time(bench.ours, bench.sync))
-            ref.append(_time(bench.reference, bench.sync))
+            ours.append(_time(bench.ours, bench.sync, clock))
+            ref.append(_time(bench.reference, bench.sync, clock))
         else:
-            ref.append(_time(bench.reference, bench.sync))
-            ours.append(_time(bench.ours, bench.sync))
+            ref.append(_time(bench.reference, bench.sync, clock))
+            ours.append(_time(bench.ours, bench.sync, clock))
     return Result(bench.name, bench.reference_name, statistics.median(ours),
                   statistics.median(ref), bench.target)
 

@@ -27,17 +27,21 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="override each repeat count")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time CPU seconds of this process instead of wall time (steadier on "
+                             "a shared machine; use with --threads 1)")
     args = parser.parse_args(argv)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    clock = "CPU time" if args.cpu_time else "wall time"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {clock}")
     results = []
     for bench in discover():
         if args.patterns and not any(p in bench.name for p in args.patterns):
             continue
-        result = measure(bench, args.repeats)
+        result = measure(bench, args.repeats, cpu_time=args.cpu_time)
         results.append(result)
         print(f"  measured {bench.name}: ratio {result.ratio:.2f}", flush=True)
     print(format_table(results))

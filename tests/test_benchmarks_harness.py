@@ -14,3 +14,10 @@ def test_measure_interleaves_and_reports_ratio():
     table = format_table([result, Result("x", "y", 2.0, 1.0, None)])
     assert "sleepy" in table and "slower" in table and "ok" in table and "2.00" in table
     assert Result("x", "y", 2.0, 1.0, 1.5).meets_target is False
+
+
+def test_cpu_time_ignores_sleeping():
+    busy = lambda: sum(i * i for i in range(20000))
+    bench = Benchmark("cpu", ours=lambda: time.sleep(0.01), reference=busy, repeats=3)
+    assert measure(bench, cpu_time=True).ratio < 0.5  # sleeping costs no CPU
+    assert measure(bench).ours_s >= 0.009
