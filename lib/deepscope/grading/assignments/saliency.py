@@ -107,7 +107,8 @@ INTEGRATED_GRADIENTS = Question(
         Check("completeness: each image's attributions sum to f(x) - f(baseline)", 1,
               _ig_completeness, hint="did you multiply the averaged gradient by (x - baseline)?"),
         Check("linear model: equals (x - baseline) * w exactly, in float64", 1, _ig_linear,
-              hint="keep the input's dtype: build alphas with dtype=x.dtype, device=x.device"),
+              hint="a linear model's gradient is its weight row w everywhere; keep the input's "
+                   "dtype and device (alphas with dtype=x.dtype, device=x.device)"),
     ])
 
 
