@@ -350,7 +350,7 @@ MUTANTS = {
         ],
         "fit_power_law": [
             ("least squares instead of Huber",
-             [("huber(prediction - log_y, delta).sum()",
+             [("huber(prediction - log_y, delta).sum() / delta",
                "0.5 * ((prediction - log_y) ** 2).sum()")]),
             ("no irreducible term (c = 0)",
              [("return float(np.exp(log_c)), float(np.exp(log_a)), float(b)",
@@ -371,7 +371,7 @@ MUTANTS = {
         "fit_chinchilla": [
             ("least squares instead of Huber",
              [("np.clip(residual, -delta, delta)", "residual"),
-              ("huber(residual, delta).sum()", "0.5 * (residual ** 2).sum()")]),
+              ("huber(residual, delta).sum() / delta", "0.5 * (residual ** 2).sum()")]),
             ("one start at zero",
              [("result = minimize(objective, [a, b, e, alpha, beta]",
                "result = minimize(objective, [0.0, 0.0, 0.0, 0.0, 0.0]")]),
