@@ -156,7 +156,7 @@ def _stages(python: str, workers: int) -> list[tuple[str, list[str] | None]]:
     xdist = ["-n", str(workers)] if workers > 1 else []
     stages: list[tuple[str, list[str] | None]] = [
         ("lint", [python, "-m", "ruff", "check", "lib", "tests", "benchmarks", "tools",
-                  "chapters", "book.py"]),
+                  "chapters", "instructor", "book.py"]),
         ("stripped", None),
         ("unit", [*pytest, "tests", "--ignore=tests/browser", "--ignore=tests/grading",
                         *cov, *xdist]),
