@@ -118,8 +118,24 @@ def lab_server(root: Path, work: Path, startup_timeout: float = 120):
                JUPYTER_RUNTIME_DIR=str(folders["runtime"]),
                JUPYTERLAB_SETTINGS_DIR=str(folders["settings"]),
                JUPYTERLAB_WORKSPACES_DIR=str(folders["workspaces"]))
-    token, port = secrets.token_hex(24), free_port()
-    log = work / "jupyterlab.log"
+    token, log = secrets.token_hex(24), work / "jupyterlab.log"
+    server = None
+    try:
+        for _attempt in range(3):  # another process may take the free port before the server
+            server = _start(root, work, env, token, log)
+            if _wait_until_up(server, startup_timeout):
+                break
+            shutdown(server)
+        else:
+            raise RuntimeError("JupyterLab lost its port three times:\n" + log.read_text()[-3000:])
+        yield server
+    finally:
+        if server is not None:
+            shutdown(server)
+
+
+def _start(root: Path, work: Path, env: dict, token: str, log: Path) -> LabServer:
+    port = free_port()
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
@@ -127,25 +143,27 @@ def lab_server(root: Path, work: Path, startup_timeout: float = 120):
     with open(log, "w") as log_file:
         process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    server = LabServer(f"http://127.0.0.1:{port}", token, root, log, work, process)
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {process.returncode} on start-up:\n"
-                                   + log.read_text()[-3000:])
-            try:
-                server.api("/api/status", timeout=2)
-                break
-            except OSError as err:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not answer /api/status within "
-                                       f"{startup_timeout:.0f} s:\n"
-                                       + log.read_text()[-3000:]) from err
-                time.sleep(0.25)
-        yield server
-    finally:
-        shutdown(server)
+    return LabServer(f"http://127.0.0.1:{port}", token, root, log, work, process)
+
+
+def _wait_until_up(server: LabServer, timeout: float) -> bool:
+    """Wait for ``/api/status``; False if the port was taken; raise on any other failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            text = server.log.read_text()
+            if "already in use" in text:
+                return False
+            raise RuntimeError(f"JupyterLab exited with {server.process.returncode} on "
+                               "start-up:\n" + text[-3000:])
+        try:
+            server.api("/api/status", timeout=2)
+            return True
+        except OSError as err:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"JupyterLab did not answer /api/status within {timeout:.0f} "
+                                   "s:\n" + server.log.read_text()[-3000:]) from err
+            time.sleep(0.25)
 
 
 def _descendants(pid: int) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -41,6 +42,19 @@ def test_server_and_kernels_stop_when_the_check_fails(tmp_path):
     assert not [pid for pid in kernels if _alive(pid)], kernels
     with pytest.raises(OSError):  # nobody answers on that port any more
         server.api("/api/status", timeout=2)
+
+
+def test_a_port_taken_before_the_server_binds_it_is_retried(monkeypatch, tmp_path):
+    (tmp_path / "book").mkdir()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        ports = [busy.getsockname()[1], lab.free_port()]
+        monkeypatch.setattr(lab, "free_port", lambda: ports.pop(0))
+        with lab.lab_server(tmp_path / "book", tmp_path / "lab") as server:
+            assert not server.url.endswith(f":{busy.getsockname()[1]}")
+            assert json.loads(server.api("/api/status"))
+        assert ports == []
 
 
 def test_a_missing_chromium_is_reported_not_downloaded(monkeypatch):
