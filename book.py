@@ -206,20 +206,24 @@ def main(argv=None) -> int:
     parser.add_argument("--no-venv", action="store_true",
                         help="use the current interpreter instead of .venv (e.g. conda)")
     sub = parser.add_subparsers(dest="command", required=True)
-    lab = sub.add_parser("lab", help="open JupyterLab on chapters/ (or --headless: run them all)")
+    lab = sub.add_parser("lab", help="open JupyterLab on chapters/ (or --headless: run them all; "
+                         "--site: build the static book); other options go on to that tool")
     lab.add_argument("--headless", action="store_true",
                      help="execute every chapter without a browser and report the times")
     lab.add_argument("--site", action="store_true",
                      help="execute every chapter and write the book as a static HTML site "
                      "(_build/site/index.html)")
-    lab.add_argument("rest", nargs=argparse.REMAINDER,
-                     help="passed on to JupyterLab (or to the headless runner)")
     test = sub.add_parser("test", help="run every check CI runs")
     test.add_argument("--only", help="comma-separated stages to run: lint, stripped, unit, "
                       "grader, coverage, notebooks, browser")
     test.add_argument("--workers", type=int, default=2,
                       help="parallel test processes (default 2, the CI machine's cores)")
-    args = parser.parse_args(argv)
+    # Options lab does not know go on to JupyterLab, the headless runner or the site builder
+    # (e.g. `lab --headless 03_ --workers 1`, `lab --port 9999`).
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "test" and rest:
+        parser.error(f"test: unknown arguments {' '.join(rest)}")
+    args.rest = [r for r in rest if r != "--"]
     python = setup(use_venv=not args.no_venv)
     return cmd_lab(args, python) if args.command == "lab" else cmd_test(args, python)
 
