@@ -15,6 +15,22 @@ if os.environ.get("DEEPSCOPE_THREADS"):
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.fixture
+def cnn():
+    """A small float64 CNN on 8x8 single-channel images (seeded), for attribution tests."""
+    from deepscope import models
+
+    torch.manual_seed(0)
+    return models.small_cnn(channels=(4, 8, 8)).double()
+
+
+@pytest.fixture
+def images():
+    """Four seeded float64 images (4, 1, 8, 8) in [0, 1]."""
+    torch.manual_seed(1)
+    return torch.rand(4, 1, 8, 8, dtype=torch.float64)
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     """Every test gets its own checkpoint cache, so tests never share or corrupt one."""

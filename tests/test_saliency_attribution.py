@@ -19,18 +19,6 @@ def linear_model(d=6, c=3, seed=0):
     return nn.Sequential(nn.Flatten(), nn.Linear(d, c)).double()
 
 
-@pytest.fixture
-def cnn():
-    torch.manual_seed(0)
-    return models.small_cnn(channels=(4, 8, 8)).double()
-
-
-@pytest.fixture
-def images():
-    torch.manual_seed(1)
-    return torch.rand(4, 1, 8, 8, dtype=torch.float64)
-
-
 def saturating_model():
     """f(x) = 1 - ReLU(1 - x1 - x2), one output: flat at (1, 1), where the gradient is 0."""
     class F(nn.Module):

@@ -9,12 +9,6 @@ from torch import nn
 
 
 @pytest.fixture
-def cnn():
-    torch.manual_seed(0)
-    return models.small_cnn(channels=(4, 8, 8)).double()
-
-
-@pytest.fixture
 def images():
     torch.manual_seed(1)
     return torch.rand(3, 1, 8, 8, dtype=torch.float64)

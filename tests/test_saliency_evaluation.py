@@ -10,19 +10,6 @@ from deepscope import saliency as S
 from scipy.stats import spearmanr
 from torch import nn
 
-
-@pytest.fixture
-def cnn():
-    torch.manual_seed(0)
-    return models.small_cnn(channels=(4, 8, 8)).double()
-
-
-@pytest.fixture
-def images():
-    torch.manual_seed(1)
-    return torch.rand(4, 1, 8, 8, dtype=torch.float64)
-
-
 # ---------------------------------------------------------------------------- sanity checks
 
 def test_rank_correlation_matches_scipy_with_ties():

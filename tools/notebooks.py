@@ -16,23 +16,10 @@ from pathlib import Path
 
 import nbformat
 
+# One definition of the repository's notebook format, shared with `deepscope release`.
+from deepscope.grading.notebook import clean
+
 ROOT = Path(__file__).resolve().parents[1]
-KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-LANGUAGE = {"name": "python", "pygments_lexer": "ipython3"}
-
-
-def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Strip outputs and execution counts; keep only the kernelspec and language metadata."""
-    nb.metadata = nbformat.from_dict({"kernelspec": KERNELSPEC, "language_info": LANGUAGE})
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-        keep = {k: v for k, v in cell.metadata.items() if k == "tags"}
-        cell.metadata = nbformat.from_dict(keep)
-    return nb
-
-
 def build(src: Path, out: Path) -> None:
     import jupytext
 
