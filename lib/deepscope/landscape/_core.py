@@ -201,6 +201,29 @@ def loss_at(model, params: Params, frozen: Params, loss_fn, batches, *, accuracy
     return (loss, acc) if accuracy else loss
 
 
+#: First layers whose output is linear in (weight, bias): f(x; sum c_k W_k) = sum c_k f(x; W_k).
+LINEAR_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _linear_stem(model: nn.Module, names: list[str]):
+    """Split ``model`` into (head, body) when it is an ``nn.Sequential`` whose first layer with
+    parameters is one of `LINEAR_LAYERS` (zero padding), preceded only by stateless layers
+    (Flatten...), and all of that layer's parameters are among ``names``; else return None."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    for i, (name, child) in enumerate(model.named_children()):
+        params = [f"{name}.{p}" for p, _ in child.named_parameters()]
+        if not params:
+            if any(True for _ in child.buffers()):
+                return None
+            continue
+        linear = type(child) in LINEAR_LAYERS and getattr(child, "padding_mode", "zeros") == "zeros"
+        if linear and all(p in names for p in params):
+            return model[: i + 1], model[i + 1 :]
+        return None
+    return None
+
+
 def evaluate_combinations(
     model: nn.Module,
     anchors: list[Params],
@@ -254,6 +277,26 @@ def evaluate_combinations(
         result = result if accuracy else (result,)
         return torch.stack([torch.as_tensor(r, dtype=c.dtype, device=c.device).reshape(())
                             for r in result])
+
+    split = _linear_stem(model, names) if vectorize else None
+    if split is not None:
+        # The first layer is linear in its parameters, so its output at sum_k c_k theta_k is
+        # sum_k c_k (its output at theta_k): K passes through it serve all M points, and only
+        # the rest of the network runs per point (exact up to float rounding).
+        head, body = split
+        head_names = [n for n in names if n in dict(head.named_parameters())]
+        body_frozen = {n: t for n, t in frozen.items() if n not in dict(head.named_buffers())}
+        stems = [torch.stack([functional_call(head, {n: a[n] for n in head_names}, (x,))
+                              for a in anchors]) for x, _ in batches]
+
+        def one(c):
+            feed = [(torch.tensordot(c, stem, dims=1), y) for stem, (_, y) in zip(stems, batches)]
+            body_point = {n: sum(c[k] * a[n] for k, a in enumerate(anchors))
+                          for n in names if n not in head_names}
+            result = loss_at(body, body_point, body_frozen, loss_fn, feed, accuracy=accuracy)
+            result = result if accuracy else (result,)
+            return torch.stack([torch.as_tensor(r, dtype=c.dtype, device=c.device).reshape(())
+                                for r in result])
 
     batched = vmap(one) if vectorize else (lambda cs: torch.stack([one(c) for c in cs]))
     results = []

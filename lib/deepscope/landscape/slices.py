@@ -9,6 +9,12 @@
 All of them evaluate many parameter points at once: the points of a chunk of ``batch_size``
 are mapped over with ``torch.func.vmap`` and ``functional_call``, never by copying weights into
 the module, so the user's model is left exactly as it was (also when ``loss_fn`` raises).
+
+When the model is an ``nn.Sequential`` whose first layer with parameters is a Linear or
+convolution (``models.mlp``, ``models.small_cnn``), the slices use that layer's linearity in its
+parameters: its output at theta + x d1 + y d2 is its output at theta, plus x times its output at
+d1, plus y times its output at d2. Three passes through the first layer then serve the whole
+grid and only the rest of the network runs per point (same losses up to float rounding).
 """
 
 from __future__ import annotations
