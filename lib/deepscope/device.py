@@ -96,19 +96,25 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _env_int(name: str, expected: str, minimum: int | None = None) -> int | None:
+    """Return the int in environment variable ``name`` (None when unset or empty)."""
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError as err:
+        raise ValueError(f"{name} must be {expected}, got {raw!r}") from err
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be {expected}, got {raw!r}")
+    return value
+
+
 def default_threads() -> int:
     """Return the torch CPU thread count the book uses: ``DEEPSCOPE_THREADS`` or the usable
     cores (at most 8; more rarely helps the small models of the book)."""
-    env = os.environ.get("DEEPSCOPE_THREADS")
-    if env:
-        try:
-            n = int(env)
-        except ValueError as err:
-            raise ValueError(f"DEEPSCOPE_THREADS must be a positive int, got {env!r}") from err
-        if n < 1:
-            raise ValueError(f"DEEPSCOPE_THREADS must be a positive int, got {env!r}")
-        return n
-    return max(1, min(_cpu_count(), 8))
+    n = _env_int("DEEPSCOPE_THREADS", "a positive int", minimum=1)
+    return n if n is not None else max(1, min(_cpu_count(), 8))
 
 
 def full_mode() -> bool:
@@ -138,12 +144,9 @@ def setup_notebook(seed: int = 0, *, style: bool = True, quiet: bool = False) ->
     Returns:
         A `NotebookContext` with ``device``, ``seed``, ``full`` (the cost switch) and ``threads``.
     """
-    env_seed = os.environ.get("DEEPSCOPE_SEED")
-    if env_seed:
-        try:
-            seed = int(env_seed)
-        except ValueError as err:
-            raise ValueError(f"DEEPSCOPE_SEED must be an int, got {env_seed!r}") from err
+    env_seed = _env_int("DEEPSCOPE_SEED", "an int")
+    if env_seed is not None:
+        seed = env_seed
     seed_everything(seed)
     threads = default_threads()
     torch.set_num_threads(threads)
