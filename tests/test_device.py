@@ -110,6 +110,21 @@ def test_full_mode_defaults_to_quick(monkeypatch):
     assert dev.full_mode() is True
 
 
+def test_cost_switch_quick_full_and_smoke(monkeypatch):
+    sizes = {}
+    for value in ("", "1", "smoke"):
+        monkeypatch.setenv("DEEPSCOPE_FULL", value)
+        ctx = deepscope.setup_notebook(quiet=True, style=False)
+        sizes[value] = (ctx.full, ctx.smoke, ctx.pick(quick=10, full=100), ctx.iters(500))
+    assert sizes[""] == (False, False, 10, 500)
+    assert sizes["1"] == (True, False, 100, 500)
+    # Smoke: the full sizes, but a handful of iterations of every loop.
+    assert sizes["smoke"] == (True, True, 100, dev.SMOKE_ITERS)
+    assert ctx.iters(1) == 1
+    with pytest.raises(ValueError, match="`n` must be an int >= 0, got 2.5"):
+        ctx.iters(2.5)
+
+
 def test_lazy_submodules():
     assert deepscope.data.digits is not None
     assert "saliency" in dir(deepscope)

@@ -7,7 +7,11 @@ Environment variables read here (all optional):
 - ``DEEPSCOPE_THREADS``: number of torch CPU threads `setup_notebook` sets. The test runner sets
   it to cores / parallel workers: torch on two cores loses badly to oversubscription.
 - ``DEEPSCOPE_FULL``: the cost switch of the book. ``1`` runs the full-size experiments a
-  notebook offers; unset (the default, and what CI runs) runs the quick versions.
+  notebook offers; unset (the default, and what CI runs) runs the quick versions. ``smoke``
+  is CI's full-mode smoke test: the full-size data and models, but every loop a notebook
+  sizes with ``ctx.iters(n)`` runs only a handful of iterations, so the full paths cannot rot
+  (the science asserts are not expected to hold then; ``tools.execute_book --smoke`` tolerates
+  ``AssertionError`` and nothing else).
 - ``DEEPSCOPE_SEED``: replaces the seed a notebook passes to `setup_notebook`. Used to calibrate
   a notebook's asserts over several seeds (``python -m tools.calibrate``).
 """
@@ -117,19 +121,49 @@ def default_threads() -> int:
     return n if n is not None else max(1, min(_cpu_count(), 8))
 
 
+def _cost_switch() -> str:
+    return os.environ.get("DEEPSCOPE_FULL", "").strip().lower()
+
+
 def full_mode() -> bool:
-    """Return True when the cost switch ``DEEPSCOPE_FULL`` asks for full-size experiments."""
-    return os.environ.get("DEEPSCOPE_FULL", "").strip().lower() in _TRUE
+    """Return True when the cost switch ``DEEPSCOPE_FULL`` asks for full-size experiments
+    (``1``, or ``smoke``: full sizes with a handful of iterations)."""
+    return _cost_switch() in _TRUE or smoke_mode()
+
+
+def smoke_mode() -> bool:
+    """Return True for CI's full-mode smoke test (``DEEPSCOPE_FULL=smoke``)."""
+    return _cost_switch() == "smoke"
+
+
+#: Iterations a loop sized with `NotebookContext.iters` runs in the full-mode smoke test.
+SMOKE_ITERS = 3
 
 
 @dataclass(frozen=True)
 class NotebookContext:
-    """What `setup_notebook` decided: notebooks read ``ctx.device`` and ``ctx.full``."""
+    """What `setup_notebook` decided: notebooks read ``ctx.device``, ``ctx.full`` and size their
+    loops with ``ctx.iters(n)`` (``ctx.smoke`` is True only in CI's full-mode smoke test)."""
 
     device: torch.device
     seed: int
     full: bool
     threads: int
+    smoke: bool = False
+
+    def pick(self, quick, full):
+        """Return ``full`` in full mode (and the smoke test), else ``quick``.
+
+        Example: ``n_train = ctx.pick(quick=1000, full=5000)``.
+        """
+        return full if self.full else quick
+
+    def iters(self, n: int) -> int:
+        """Return ``n`` (a count of steps, epochs, seeds or samples), or at most `SMOKE_ITERS`
+        of them in the full-mode smoke test, where only the code path is exercised."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"NotebookContext.iters: `n` must be an int >= 0, got {n!r}")
+        return min(n, SMOKE_ITERS) if self.smoke else n
 
 
 def setup_notebook(seed: int = 0, *, style: bool = True, quiet: bool = False) -> NotebookContext:
@@ -155,7 +189,7 @@ def setup_notebook(seed: int = 0, *, style: bool = True, quiet: bool = False) ->
 
     threadpool_limits(limits=threads)
     device = get_device()
-    full = full_mode()
+    full, smoke = full_mode(), smoke_mode()
     if style:
         from .plotting import use_book_style
 
@@ -163,9 +197,11 @@ def setup_notebook(seed: int = 0, *, style: bool = True, quiet: bool = False) ->
     if not quiet:
         from . import __version__
 
-        mode = "full (DEEPSCOPE_FULL=1)" if full else "quick (set DEEPSCOPE_FULL=1 for full size)"
+        mode = ("full-mode smoke test (DEEPSCOPE_FULL=smoke)" if smoke
+                else "full (DEEPSCOPE_FULL=1)" if full
+                else "quick (set DEEPSCOPE_FULL=1 for full size)")
         print(
             f"deepscope {__version__} | torch {torch.__version__} | device: {device} | "
             f"threads: {threads} | seed: {seed} | mode: {mode}"
         )
-    return NotebookContext(device=device, seed=seed, full=full, threads=threads)
+    return NotebookContext(device=device, seed=seed, full=full, threads=threads, smoke=smoke)
