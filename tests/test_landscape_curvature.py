@@ -4,6 +4,7 @@ eigvalsh on models of <= 100 parameters) and against PyHessian and loss-landscap
 import copy
 import math
 
+import deepscope
 import numpy as np
 import pytest
 import torch
@@ -158,7 +159,7 @@ def test_linalg_on_explicit_matrices():
     alpha, beta, _ = L.lanczos(lambda v: D @ v, torch.ones(4, dtype=torch.float64), 10)
     assert len(alpha) == 2
     torch.testing.assert_close(L.ritz_pairs(alpha, beta)[0], torch.tensor([1.0, 3.0]).double())
-    with pytest.warns(RuntimeWarning, match="did not converge in 2 iterations"):
+    with pytest.warns(deepscope.ConvergenceWarning, match="did not converge in 2 iterations"):
         L.power_iteration(lambda v: A @ v, v0, max_iter=2)
     zero, _ = L.power_iteration(lambda v: 0 * v, v0)
     assert zero.item() == 0

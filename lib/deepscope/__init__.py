@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 
+from ._warnings import ConvergenceWarning, IdentifiabilityWarning
 from .device import get_device, seed_everything, setup_notebook
 
 __version__ = "0.1.0"
@@ -33,7 +34,8 @@ _SUBMODULES = (
     "widgets",
 )
 
-__all__ = ["__version__", "get_device", "seed_everything", "setup_notebook", *_SUBMODULES]
+__all__ = ["__version__", "ConvergenceWarning", "IdentifiabilityWarning", "get_device",
+           "seed_everything", "setup_notebook", *_SUBMODULES]
 
 
 def __getattr__(name: str):

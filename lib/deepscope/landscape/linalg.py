@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from .._checks import check_float, check_int, check_tensor
+from .._warnings import ConvergenceWarning
 
 __all__ = ["power_iteration", "lanczos", "ritz_pairs"]
 
@@ -107,7 +108,7 @@ def power_iteration(
             value = new
         if not converged:
             warnings.warn(f"{fn}: eigenpair {j + 1} did not converge in {max_iter} iterations",
-                          RuntimeWarning, stacklevel=2)
+                          ConvergenceWarning, stacklevel=2)
         values.append(value)
         vectors.append(v)
     return torch.stack(values), torch.stack(vectors)
