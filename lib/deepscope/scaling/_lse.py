@@ -60,6 +60,28 @@ def lse_objective(theta, log_x, log_y, delta):
     return float(huber(delta, residual).sum()), np.concatenate([grad_c, grad_e])
 
 
+def lse_jacobian(theta, log_x, *, centred: bool = False) -> np.ndarray:
+    """Return the Jacobian (n, K + M) of the model's log-prediction LSE_k(c_k - e_k log x_k)
+    with respect to ``theta`` (log-coefficients, then exponents). With ``centred`` the exponent
+    columns use log x_k minus its mean (the parametrisation with coefficients at the data's
+    geometric centre, whose conditioning does not depend on the units of x)."""
+    terms, k = _terms(np.asarray(theta, dtype=np.float64), log_x)
+    softmax = np.exp(terms - terms.max(axis=0))
+    softmax /= softmax.sum(axis=0)
+    columns = list(softmax)
+    for j, lx in enumerate(log_x):
+        if lx is not None:
+            columns.append(-softmax[j] * (lx - lx.mean() if centred else lx))
+    return np.column_stack(columns)
+
+
+def lse_residuals(theta, log_x, log_y) -> np.ndarray:
+    """Return the log-residuals LSE_k(c_k - e_k log x_k) - log y (n,) at ``theta``."""
+    terms, _ = _terms(np.asarray(theta, dtype=np.float64), log_x)
+    top = terms.max(axis=0)
+    return top + np.log(np.exp(terms - top).sum(axis=0)) - log_y
+
+
 def fit_lse(
     log_x: list[np.ndarray | None],
     log_y: np.ndarray,

@@ -22,8 +22,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._lse import fit_lse, lse_objective
-from ._validate import as_array, check_delta, enough_points, same_length
+from . import _identify
+from ._lse import fit_lse, lse_jacobian, lse_objective, lse_residuals
+from ._validate import as_array, check_delta, same_length
 
 __all__ = [
     "ChinchillaParams", "ChinchillaFit", "ComputeOptimal", "HOFFMANN", "EPOCH",
@@ -57,6 +58,7 @@ class ChinchillaFit(NamedTuple):
     objective: float  # sum over points of Huber_delta(log-residual) at the optimum
     n_starts: int  # starting points tried
     n_at_best: int  # starts that reached the best objective (relative 1e-6)
+    stderr: dict | None = None  # name -> asymptotic standard error (see `fit_chinchilla`)
 
     @property
     def params(self) -> ChinchillaParams:
@@ -253,7 +255,8 @@ def fit_chinchilla(
     e) - log loss_i) over (a, b, e, alpha, beta) with L-BFGS from every start; keep the best.
 
     Args:
-        N, D, loss: positive arrays of shape (n,), n >= 5 (parameters, tokens, final loss).
+        N, D, loss: positive arrays of shape (n,) (parameters, tokens, final loss) with at least
+            5 distinct (N, D) runs, 10 or more for a fit the residuals can check.
         starts: ``"coarse"`` (243 starts, the default) or ``"full"`` (Epoch's 4,500; minutes
             without an analytic gradient, about 20 s with ours), see `chinchilla_grid`; or one
             start / a sequence of starts in any form `as_params` accepts, or an array (S, 5).
@@ -261,14 +264,37 @@ def fit_chinchilla(
         progress: show a progress bar over the starts.
 
     Returns:
-        A `ChinchillaFit` (E, A, B, alpha, beta, objective, n_starts, n_at_best).
+        A `ChinchillaFit` (E, A, B, alpha, beta, objective, n_starts, n_at_best, stderr).
+        ``stderr`` maps each parameter to its asymptotic standard error (Huber M-estimator,
+        Gaussian log-noise of robustly estimated scale; `deepscope.scaling._identify`): it
+        measures noise, not a wrong law; use `bootstrap` for intervals.
+
+    Raises:
+        ValueError: fewer than 5 distinct (N, D) runs.
+
+    Warns:
+        IdentifiabilityWarning: the runs cannot separate the terms (fewer than 3 sizes or 3
+        token counts; N and D varied together, e.g. at a fixed D/N ratio or on one IsoFLOP
+        budget), fewer than 10 distinct runs (2 per parameter), an ill-conditioned
+        Jacobian at the optimum, or an exponent whose +-2 standard errors include 0.
     """
     fn = "fit_chinchilla"
-    log_x, log_y, n = _data(N, D, loss, fn)
-    enough_points(n, 5, fn)
+    log_x, log_y, _ = _data(N, D, loss, fn)
+    runs = _identify.check_levels(log_x[0] + 1j * log_x[1], "(N, D)", 5, fn, "5 parameters")
     delta = check_delta(delta, fn)
     thetas = _start_thetas(starts, fn)
+    _identify.check_chinchilla_design(log_x[0], log_x[1], fn)
     result = fit_lse(log_x, log_y, thetas, delta=delta, progress=progress, desc=fn)
-    a, b, e, alpha, beta = result.theta
-    return ChinchillaFit(float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), float(alpha),
-                         float(beta), result.objective, result.n_starts, result.n_at_best)
+    theta = result.theta
+    _identify.check_points_per_parameter(runs, 5, fn, "(N, D) runs")
+    _identify.check_conditioning(lse_jacobian(theta, log_x, centred=True),
+                                 ["A", "B", "E", "alpha", "beta"], fn)
+    se = _identify.standard_errors(lse_jacobian(theta, log_x),
+                                   lse_residuals(theta, log_x, log_y), delta)
+    a, b, e, alpha, beta = (float(v) for v in theta)
+    A, B, E = np.exp(a), np.exp(b), np.exp(e)
+    stderr = {"E": E * se[2], "A": A * se[0], "B": B * se[1], "alpha": se[3], "beta": se[4]}
+    _identify.check_exponents({"alpha": alpha, "beta": beta}, stderr, fn)
+    return ChinchillaFit(float(E), float(A), float(B), alpha, beta, result.objective,
+                         result.n_starts, result.n_at_best,
+                         {k: float(v) for k, v in stderr.items()})
