@@ -136,6 +136,16 @@ def _jsonable(value):
     return value
 
 
+def _column(values: list) -> np.ndarray:
+    """An array of the values: numeric when they all are, else an object array (never strings
+    silently made of numbers)."""
+    if all(isinstance(v, (int, float, bool, np.number)) for v in values):
+        return np.asarray(values)
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
 def _load(path: Path, key: str):
     """Return the row saved at ``path`` for ``key``, or None when it is absent or unreadable."""
     try:
@@ -302,7 +312,7 @@ def run_sweep(
     for i in done:
         for k in rows[i]:
             columns.setdefault(k, [])
-    out = {k: np.asarray([rows[i].get(k, math.nan) for i in done]) for k in columns}
+    out = {k: _column([rows[i].get(k, math.nan) for i in done]) for k in columns}
     if failures:
         out["index"] = np.asarray(done)
     return out
