@@ -117,6 +117,7 @@ def test_as_params_forms_and_errors():
     p = scaling.EPOCH
     d = p._asdict()
     assert scaling.as_params(d) == p == scaling.as_params(list(p)) == scaling.as_params(p)
+    assert scaling.as_params(np.array(p)) == p  # a 1-D array of the 5 numbers, as optimisers pass
     with pytest.raises(ValueError, match="missing beta"):
         scaling.as_params({k: v for k, v in d.items() if k != "beta"})
     with pytest.raises(TypeError, match="`params` must be ChinchillaParams"):

@@ -88,7 +88,8 @@ _FIELDS = ChinchillaParams._fields
 
 def as_params(params, fn: str = "as_params") -> ChinchillaParams:
     """Return ``params`` as `ChinchillaParams`: accepts `ChinchillaParams`, a `ChinchillaFit`,
-    a mapping with keys E, A, B, alpha, beta, or a sequence of those 5 numbers in that order.
+    a mapping with keys E, A, B, alpha, beta, or a sequence or 1-D array of those 5 numbers in
+    that order.
     Requires E >= 0 and A, B, alpha, beta > 0."""
     if isinstance(params, Mapping):
         missing = [k for k in _FIELDS if k not in params]
@@ -98,8 +99,10 @@ def as_params(params, fn: str = "as_params") -> ChinchillaParams:
         values = [params[k] for k in _FIELDS]
     elif all(hasattr(params, k) for k in _FIELDS):
         values = [getattr(params, k) for k in _FIELDS]
-    elif isinstance(params, Sequence) and not isinstance(params, str) and len(params) == 5:
-        values = list(params)
+    elif (isinstance(params, Sequence) and not isinstance(params, str) and len(params) == 5) or (
+        isinstance(params, np.ndarray) and params.shape == (5,)
+    ):
+        values = [v.item() if isinstance(v, np.generic) else v for v in params]
     else:
         raise TypeError(f"{fn}: `params` must be ChinchillaParams, a ChinchillaFit, a dict or 5 "
                         f"numbers (E, A, B, alpha, beta), got {type(params).__name__}")
