@@ -143,3 +143,24 @@ def test_isoflop_exponent_standard_error_and_bootstrap():
     assert np.isnan(fit2.stderr["a"])
     with pytest.raises(ValueError, match=r"`ci` must be in \(0, 1\), got 2"):
         scaling.bootstrap_isoflop(N, loss, C, ci=2)
+
+
+def test_fixed_parameters_are_held_and_the_rest_fitted():
+    rng = np.random.default_rng(2)
+    N = np.exp(rng.uniform(np.log(5e7), np.log(2e10), 60))
+    D = np.exp(rng.uniform(np.log(5e8), np.log(5e11), 60))
+    loss = scaling.chinchilla_loss(N, D, TRUE)
+    fit = scaling.fit_chinchilla(N, D, loss, fixed={"E": TRUE.E})
+    assert fit.E == pytest.approx(TRUE.E, rel=1e-12) and fit.stderr["E"] == 0
+    assert fit.alpha == pytest.approx(TRUE.alpha, abs=1e-4)
+    assert fit.beta == pytest.approx(TRUE.beta, abs=1e-4)
+    # a wrong fixed floor is honoured too, and the other parameters compensate as best they can
+    wrong = scaling.fit_chinchilla(N, D, loss, fixed={"E": 1.5, "alpha": 0.3})
+    assert wrong.E == pytest.approx(1.5) and wrong.alpha == pytest.approx(0.3)
+    assert wrong.objective > fit.objective
+    with pytest.raises(ValueError, match="`fixed` keys must be among E, A, B, alpha, beta, got"):
+        scaling.fit_chinchilla(N, D, loss, fixed={"C": 1.0})
+    with pytest.raises(ValueError, match=r"`fixed\['E'\]` must be > 0, got -1"):
+        scaling.fit_chinchilla(N, D, loss, fixed={"E": -1.0})
+    with pytest.raises(ValueError, match="holds all 5 parameters"):
+        scaling.fit_chinchilla(N, D, loss, fixed=dict(TRUE._asdict()))

@@ -144,6 +144,15 @@ def test_isoflop_configs():
         scaling.isoflop_configs([], [1e5], n_params)
     with pytest.raises(ValueError, match="isoflop_configs: `budgets` must be > 0"):
         scaling.isoflop_configs([1], [-1.0], n_params)
+    # sizes centred on an expected optimum: the per_budget nearest in log N to centre(C)
+    ladder = [1, 2, 4, 8, 16, 32]
+    centred = scaling.isoflop_configs(ladder, [1e5, 1e7], n_params, per_budget=3,
+                                      centre=lambda C: 100 * (C / 1e5) ** 0.5)
+    assert [s for s, _ in centred] == [1, 2, 4, 4, 8, 16]  # around N = 100, then N = 1000
+    budgets = [min((1e5, 1e7), key=lambda c: abs(6 * n_params(s) * d / c - 1)) for s, d in centred]
+    assert budgets == [1e5] * 3 + [1e7] * 3
+    with pytest.raises(ValueError, match="give `per_budget` and `centre` together"):
+        scaling.isoflop_configs(ladder, [1e5], n_params, per_budget=3)
 
 
 def test_markov_sweep_records_runs_and_learns(chain):

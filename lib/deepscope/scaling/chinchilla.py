@@ -234,6 +234,32 @@ def _start_thetas(starts, fn: str) -> np.ndarray:
     return np.column_stack([np.log(rows[:, 1]), np.log(rows[:, 2]), e, rows[:, 3], rows[:, 4]])
 
 
+#: Positions of the parameters in the engine's theta = (log A, log B, log E, alpha, beta).
+_THETA_INDEX = {"A": 0, "B": 1, "E": 2, "alpha": 3, "beta": 4}
+
+
+def _fixed_thetas(fixed, fn: str) -> dict[int, float]:
+    """Turn ``fixed`` ({"E": 1.8, ...}) into {theta position: value} (logs of E, A, B)."""
+    if fixed is None:
+        return {}
+    if not isinstance(fixed, Mapping):
+        raise TypeError(f"{fn}: `fixed` must be a dict name -> value, got {type(fixed).__name__}")
+    out = {}
+    for name, value in fixed.items():
+        if name not in _THETA_INDEX:
+            raise ValueError(f"{fn}: `fixed` keys must be among {', '.join(_FIELDS)}, got {name!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(
+            value
+        ):
+            raise TypeError(f"{fn}: `fixed[{name!r}]` must be a finite real number, got {value!r}")
+        if name in ("E", "A", "B") and value <= 0:
+            raise ValueError(f"{fn}: `fixed[{name!r}]` must be > 0, got {value}")
+        out[_THETA_INDEX[name]] = float(np.log(value) if name in ("E", "A", "B") else value)
+    if len(out) == 5:
+        raise ValueError(f"{fn}: `fixed` holds all 5 parameters; nothing is left to fit")
+    return out
+
+
 def _data(N, D, loss, fn):
     N, D, loss = as_array(N, "N", fn), as_array(D, "D", fn), as_array(loss, "loss", fn)
     n = same_length(fn, N=N, D=D, loss=loss)
@@ -251,7 +277,8 @@ def chinchilla_objective(N, D, loss, params, *, delta: float = 1e-3) -> float:
 
 
 def fit_chinchilla(
-    N, D, loss, *, starts="coarse", delta: float = 1e-3, progress: bool = False
+    N, D, loss, *, starts="coarse", delta: float = 1e-3, fixed: Mapping | None = None,
+    progress: bool = False,
 ) -> ChinchillaFit:
     """Fit L(N, D) = E + A / N^alpha + B / D^beta as Hoffmann et al. (2022) Approach 3 and
     Besiroglu et al. (2024): minimise sum_i Huber_delta(LSE(a - alpha log N_i, b - beta log D_i,
@@ -264,6 +291,9 @@ def fit_chinchilla(
             without an analytic gradient, about 20 s with ours), see `chinchilla_grid`; or one
             start / a sequence of starts in any form `as_params` accepts, or an array (S, 5).
         delta: Huber threshold on the log residuals.
+        fixed: parameters held at given values, e.g. ``{"E": entropy}`` when the irreducible
+            loss is known, or ``{"alpha": 0.34}``; the others are fitted (their standard errors
+            assume the fixed values are exact; a fixed one's is 0).
         progress: show a progress bar over the starts.
 
     Returns:
@@ -286,14 +316,18 @@ def fit_chinchilla(
     runs = _identify.check_levels(log_x[0] + 1j * log_x[1], "(N, D)", 5, fn, "5 parameters")
     delta = check_delta(delta, fn)
     thetas = _start_thetas(starts, fn)
+    held = _fixed_thetas(fixed, fn)
+    free = [i for i in range(5) if i not in held]
     _identify.check_chinchilla_design(log_x[0], log_x[1], fn)
-    result = fit_lse(log_x, log_y, thetas, delta=delta, progress=progress, desc=fn)
+    result = fit_lse(log_x, log_y, thetas, delta=delta, progress=progress, desc=fn, fixed=held)
     theta = result.theta
-    _identify.check_points_per_parameter(runs, 5, fn, "(N, D) runs")
-    _identify.check_conditioning(lse_jacobian(theta, log_x, centred=True),
-                                 ["A", "B", "E", "alpha", "beta"], fn)
-    se = _identify.standard_errors(lse_jacobian(theta, log_x),
-                                   lse_residuals(theta, log_x, log_y), delta)
+    _identify.check_points_per_parameter(runs, len(free), fn, "(N, D) runs")
+    names = np.array(["A", "B", "E", "alpha", "beta"])
+    _identify.check_conditioning(lse_jacobian(theta, log_x, centred=True)[:, free],
+                                 list(names[free]), fn)
+    se = np.zeros(5)
+    se[free] = _identify.standard_errors(lse_jacobian(theta, log_x)[:, free],
+                                         lse_residuals(theta, log_x, log_y), delta)
     a, b, e, alpha, beta = (float(v) for v in theta)
     A, B, E = np.exp(a), np.exp(b), np.exp(e)
     stderr = {"E": E * se[2], "A": A * se[0], "B": B * se[1], "alpha": se[3], "beta": se[4]}

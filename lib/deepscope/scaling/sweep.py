@@ -138,11 +138,17 @@ def bigram_mlp(vocab_size: int, width: int, *, depth: int = 1, activation: str =
 
 def isoflop_configs(
     sizes: Sequence, budgets: Sequence[float], n_params: Callable[[object], int], *,
-    min_tokens: int = 1, max_tokens: int | None = None,
+    min_tokens: int = 1, max_tokens: int | None = None, per_budget: int | None = None,
+    centre: Callable[[float], float] | None = None,
 ) -> list[tuple]:
     """Return IsoFLOP runs: for each budget C and size s, (s, D) with D = round(C / (6 N(s)))
-    tokens; runs with D outside [``min_tokens``, ``max_tokens``] are skipped (a band around the
-    optimum, as Hoffmann et al. trained ~9 sizes per budget). ``n_params(size)`` gives N."""
+    tokens, in budget order. ``n_params(size)`` gives N.
+
+    Two ways to choose each budget's sizes (Hoffmann et al. 2022 trained ~9 per budget around
+    the optimum): keep the sizes whose D lies in [``min_tokens``, ``max_tokens``] (a token
+    band); and/or, with ``per_budget`` and ``centre`` (C -> the expected optimal N, e.g. from a
+    pilot sweep), keep the ``per_budget`` sizes whose N is nearest to centre(C) in log.
+    """
     fn = "isoflop_configs"
     min_tokens = check_int(min_tokens, "min_tokens", fn)
     if max_tokens is not None and check_int(max_tokens, "max_tokens", fn) < min_tokens:
@@ -150,10 +156,21 @@ def isoflop_configs(
                          f"got {max_tokens}")
     if not len(sizes) or not len(budgets):
         raise ValueError(f"{fn}: `sizes` and `budgets` must not be empty")
+    if (per_budget is None) != (centre is None):
+        raise ValueError(f"{fn}: give `per_budget` and `centre` together, got "
+                         f"per_budget={per_budget!r}, centre={centre!r}")
+    if per_budget is not None:
+        per_budget = check_int(per_budget, "per_budget", fn)
     configs = []
     for C in budgets:
         C = check_float(C, "budgets", fn, positive=True)
-        for size in sizes:
+        chosen = list(sizes)
+        if per_budget is not None:
+            target = math.log(check_float(centre(C), "centre(C)", fn, positive=True))
+            nearest = sorted(chosen, key=lambda s: abs(math.log(n_params(s)) - target))
+            keep = set(map(id, nearest[:per_budget]))
+            chosen = [s for s in chosen if id(s) in keep]
+        for size in chosen:
             D = round(C / (FLOP_PER_PARAMETER_TOKEN * n_params(size)))
             if D >= min_tokens and (max_tokens is None or D <= max_tokens):
                 configs.append((size, D))
