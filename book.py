@@ -165,9 +165,11 @@ def _stages(python: str, workers: int) -> list[tuple[str, list[str] | None]]:
         stages.append(("grader", [*pytest, "tests/grading", *cov, *xdist]))
     stages.append(("coverage", [python, "-m", "coverage", "report",
                                 f"--fail-under={COVERAGE_MIN}"]))
-    stages.append(("notebooks", [*pytest, "--nbval-lax", "--nbval-current-env",
-                                         "--nbval-cell-timeout=600", "chapters", *xdist,
-                                         "--dist", "loadfile"]))
+    # Kernels on private IPC sockets (tools.nbval_kernels: parallel starts cannot cross TCP
+    # ports and hang); a cell gets 240 s, a few times the slowest cell of the book.
+    stages.append(("notebooks", [*pytest, "-p", "tools.nbval_kernels", "--nbval-lax",
+                                         "--nbval-current-env", "--nbval-cell-timeout=240",
+                                         "chapters", *xdist, "--dist", "loadfile"]))
     if (ROOT / "tests" / "browser").is_dir():
         stages.append(("browser", [*pytest, "tests/browser", "-v"]))
     return stages
