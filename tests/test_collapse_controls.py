@@ -55,3 +55,11 @@ def test_nearest_centre_accuracy_on_separated_and_on_identical_features():
         collapse.nearest_centre_accuracy(feats, labels, feats, labels, shots=50)
     with pytest.raises(ValueError, match="columns"):
         collapse.nearest_centre_accuracy(feats, labels, feats[:, :3], labels)
+
+
+def test_plane_regularity_counts_classes_out_of_order_as_large_errors():
+    angles = torch.tensor([0.0, 144, 72, 216, 288], dtype=torch.float64) * math.pi / 180
+    pentagon = torch.stack([angles.cos(), angles.sin()], 1)  # regular, visited out of order
+    r = collapse.plane_regularity(pentagon)
+    assert r.radius_spread < 1e-12
+    assert r.angle_error == pytest.approx(144)  # the step of -72 degrees, not +288

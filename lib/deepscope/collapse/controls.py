@@ -50,7 +50,7 @@ def plane_regularity(means: torch.Tensor) -> PlaneRegularity:
 
     The centred means (C, d) are projected on the plane of `etf_plane`; ``angle_error`` is the
     largest deviation, in degrees, of the angle from class c to class c+1 (in class order, as a
-    regular polygon would have it) from 360/C; ``radius_spread`` is the std/mean of the projected
+    regular polygon would have it, each step taken in (-180, 180]) from 360/C; ``radius_spread`` is the std/mean of the projected
     radii. Both are 0 for a simplex ETF.
 
     Args:
@@ -68,7 +68,9 @@ def plane_regularity(means: torch.Tensor) -> PlaneRegularity:
     centred = m - m.mean(0, keepdim=True)
     points = centred @ etf_plane(m)
     angles = torch.atan2(points[:, 1], points[:, 0])
-    steps = torch.remainder(angles.roll(-1) - angles, 2 * math.pi)
+    # signed step from class c to class c+1, wrapped into (-pi, pi]: a step backwards (classes
+    # out of order) counts as a large error, not as a step of almost a full turn
+    steps = math.pi - torch.remainder(math.pi - (angles.roll(-1) - angles), 2 * math.pi)
     angle_error = float((steps - 2 * math.pi / c).abs().max()) * 180 / math.pi
     radii = points.norm(dim=1)
     return PlaneRegularity(angle_error=angle_error, radius_spread=float(radii.std() / radii.mean()))
