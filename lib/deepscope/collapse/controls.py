@@ -50,8 +50,8 @@ def plane_regularity(means: torch.Tensor) -> PlaneRegularity:
 
     The centred means (C, d) are projected on the plane of `etf_plane`; ``angle_error`` is the
     largest deviation, in degrees, of the angle from class c to class c+1 (in class order, as a
-    regular polygon would have it, each step taken in (-180, 180]) from 360/C; ``radius_spread`` is the std/mean of the projected
-    radii. Both are 0 for a simplex ETF.
+    regular polygon would have it, each step taken in (-180, 180]) from 360/C;
+    ``radius_spread`` is the std/mean of the projected radii. Both are 0 for a simplex ETF.
 
     Args:
         means: class means (C, d), C >= 3.
