@@ -182,9 +182,15 @@ def _stages(python: str, workers: int) -> list[tuple[str, list[str] | None]]:
         stages.append(("grader", [*pytest, "tests/grading", *cov, *xdist]))
     stages.append(("coverage", [python, "-m", "coverage", "report",
                                 f"--fail-under={COVERAGE_MIN}"]))
-    stages.append(("notebooks", [*pytest, "--nbval-lax", "--nbval-current-env",
-                                         "--nbval-cell-timeout=600", "chapters", *xdist,
-                                         "--dist", "loadfile"]))
+    # Kernels on private IPC sockets (tools.nbval_kernels: parallel starts cannot cross TCP
+    # ports and hang); a cell gets 240 s, a few times the slowest cell of the book.
+    stages.append(("notebooks", [*pytest, "-p", "tools.nbval_kernels", "--nbval-lax",
+                                         "--nbval-current-env", "--nbval-cell-timeout=240",
+                                         "chapters", *xdist, "--dist", "loadfile"]))
+    # Full-mode smoke test: every notebook's full-size data and models with a handful of
+    # iterations (DEEPSCOPE_FULL=smoke), so the full paths cannot rot; asserts are tolerated.
+    stages.append(("smoke", [python, "-m", "tools.execute_book", "--smoke", "--workers",
+                             str(workers), "--out", str(ROOT / "_build" / "smoke")]))
     if (ROOT / "tests" / "browser").is_dir():
         stages.append(("browser", [*pytest, "tests/browser", "-v"]))
     return stages
@@ -232,7 +238,7 @@ def main(argv=None) -> int:
                      "(_build/site/index.html)")
     test = sub.add_parser("test", help="run every check CI runs")
     test.add_argument("--only", help="comma-separated stages to run: lint, stripped, unit, "
-                      "grader, coverage, notebooks, browser")
+                      "grader, coverage, notebooks, smoke, browser")
     test.add_argument("--workers", type=int, default=2,
                       help="parallel test processes (default 2, the CI machine's cores)")
     # Options lab does not know go on to JupyterLab, the headless runner or the site builder

@@ -3,15 +3,15 @@
     python -m tools.build_site [PATTERN ...] [--workers 2] [--out _build/site]
     python3 book.py lab --site [PATTERN ...]        # the same, after the usual set-up
 
-Notebooks are executed by `tools.execute_book.execute` (nbclient; the executed copies also land
-in ``--executed``) and converted by nbconvert's ``lab`` HTML template. nbclient stores the state
-of every widget in the notebook, and the template embeds it, so in the site each explorer shows
-its controls at their last values and the figure they last drew (rendered by the
-``@jupyter-widgets/html-manager`` script; moving a control needs a kernel, so it does nothing
-there). The site makes no network request: require.js, the widget renderer and MathJax are
-copied into ``_static/`` (see `tools.site_assets`), and Pagefind indexes every page for the
-search box (``search.html``; search needs the site served, e.g. ``python -m http.server -d
-_build/site``). The site mirrors the repository's layout:
+Notebooks are executed by `tools.execute_book.run` (nbclient on private kernels, never hanging;
+the executed copies also land in ``--executed``) and converted by nbconvert's ``lab`` HTML
+template. nbclient stores the state of every widget in the notebook, and the template embeds
+it, so in the site each explorer shows its controls at their last values and the figure they
+last drew (rendered by the ``@jupyter-widgets/html-manager`` script; moving a control needs a
+kernel, so it does nothing there). The site makes no network request: require.js, the widget
+renderer and MathJax are copied into ``_static/`` (see `tools.site_assets`), and Pagefind
+indexes every page for the search box (``search.html``; search needs the site served, e.g.
+``python -m http.server -d _build/site``). The site mirrors the repository's layout:
 
     index.html                         the chapter table (every notebook, its run time and
                                        status) and the search box
@@ -33,19 +33,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import html
-import multiprocessing
 import os
 import re
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from tools import site_assets
-from tools.execute_book import ROOT, execute, notebooks
+from tools.execute_book import ROOT, Result, execute, notebooks
+from tools.execute_book import run as run_notebooks
 
 CHAPTERS = ROOT / "chapters"
 MARKER = ".deepscope-site"  # marks a folder this tool may wipe and rebuild
@@ -179,11 +178,12 @@ def _nav(depth: int, chapter: Path) -> str:
             f'<a class="ds-search" href="{up}search.html">Search</a></nav>')
 
 
-def build_page(path: Path, executed: Path, site: Path) -> dict:
-    """Execute one notebook, write its HTML page; return what the index needs."""
+def build_page(path: Path, executed: Path, site: Path, run: Result | None = None) -> dict:
+    """Write the HTML page of one executed notebook (executing it first unless ``run``, the
+    result of its execution, is given); return what the index needs."""
     import nbformat
 
-    name, seconds, error = execute(path, executed)
+    name, seconds, error = run if run is not None else execute(path, executed)
     error = re.sub(r"\x1b\[[0-9;]*m", "", error) if error else error  # no terminal colours
     nb = nbformat.read(executed / path.relative_to(CHAPTERS), as_version=4)
     page_path = PurePosixPath(path.relative_to(ROOT).with_suffix(".html").as_posix())
@@ -400,13 +400,11 @@ def build_site(patterns: list[str], site: Path, executed: Path, workers: int = 2
     start = time.perf_counter()
     # The offline assets first: a build that cannot be made offline fails before executing.
     assets = site_assets.install_assets(site, Path(assets_cache))
-    # Fresh interpreters, not forks: a fork inherits the caller's state (a test runner's
-    # coverage tracer made one preface build take 15 minutes instead of 15 seconds).
-    spawn = multiprocessing.get_context("spawn")
-    with kernel_environment(workers), \
-            ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
-        results = list(pool.map(build_page, paths, [executed] * len(paths),
-                                [site] * len(paths)))
+    # Execute first (tools.execute_book: private kernels, cell timeouts, nothing left behind
+    # on Ctrl-C), then convert each executed notebook in this process.
+    with kernel_environment(workers):
+        runs = run_notebooks(paths, executed, workers=workers, env=dict(os.environ))
+    results = [build_page(path, executed, site, run) for path, run in zip(paths, runs)]
     copies = {c for r in results for c in r["copies"]}
     # Every chapter gets its page (a partial build too), so the site and its search are whole.
     every = notebooks([])
