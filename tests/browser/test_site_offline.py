@@ -135,8 +135,15 @@ def test_math_and_the_explorer_render_with_the_network_blocked(site, served, off
 def _search(page, served, term) -> list[dict]:
     """Search the site for ``term``; return each result's link and highlighted words."""
     page.goto(f"{served}/search.html?q={term}", wait_until="load")
-    page.wait_for_function("(document.querySelector('.pagefind-ui__message') || {}).innerText"
-                           f"?.includes('for {term}')", timeout=30_000)
+    # The message ("3 results for ...") comes first; each result loads its page data after it.
+    page.wait_for_function("""term => {
+        const message = (document.querySelector('.pagefind-ui__message') || {}).innerText || '';
+        if (!message.includes('for ' + term)) return false;
+        const shown = [...document.querySelectorAll('.pagefind-ui__result')];
+        const loading = document.querySelectorAll('.pagefind-ui__loading').length;
+        return message.startsWith('No results') || (shown.length > 0 && !loading
+            && shown.every(r => r.querySelector('.pagefind-ui__result-link')));
+    }""", arg=term, timeout=30_000)
     return page.evaluate("""() => [...document.querySelectorAll('.pagefind-ui__result')].map(r => ({
         href: r.querySelector('.pagefind-ui__result-link').getAttribute('href'),
         marks: [...r.querySelectorAll('mark')].map(m => m.innerText.toLowerCase())}))""")
