@@ -257,3 +257,29 @@ def test_a_missing_npm_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(S.shutil, "which", lambda name: None)
     with pytest.raises(S.AssetError, match="`npm` is not installed.*requirejs-2.3.8.tgz"):
         S.fetch_npm(S.REQUIRE_JS, tmp_path)
+
+
+def test_npm_pack_output_is_verified_before_it_enters_the_cache(tmp_path, monkeypatch):
+    """A fake `npm` stands in for the registry: a good tarball is cached, a tampered one or a
+    failing npm is refused and leaves nothing behind."""
+    good = _tarball({"package/dist/a.js": b"a"})
+    payload = tmp_path / "payload.tgz"
+    payload.write_bytes(good)
+    pkg = S.NpmPackage("x", "1.0.0", S.sri_sha512(payload), ("dist/a.js",))
+    npm = tmp_path / "npm"
+    npm.write_text('#!/bin/sh\n[ -n "$FAIL" ] && { echo "registry says no" >&2; exit 1; }\n'
+                   f'for a; do d="$a"; done\ncp {payload} "$d/x-1.0.0.tgz"\n')
+    npm.chmod(0o755)
+    monkeypatch.setattr(S.shutil, "which", lambda name: str(npm))
+    cache = tmp_path / "cache"
+    payload.write_bytes(_tarball({"package/dist/a.js": b"tampered"}))
+    with pytest.raises(S.AssetError, match="has integrity"):
+        S.fetch_npm(pkg, cache)
+    assert list(cache.iterdir()) == []  # nothing cached, no temporary folder left
+    monkeypatch.setenv("FAIL", "1")
+    with pytest.raises(S.AssetError, match="`npm pack x@1.0.0` failed \\(exit 1\\): registry"):
+        S.fetch_npm(pkg, cache)
+    monkeypatch.delenv("FAIL")
+    payload.write_bytes(good)
+    assert S.fetch_npm(pkg, cache) == cache / "x-1.0.0.tgz"
+    assert [p.name for p in cache.iterdir()] == ["x-1.0.0.tgz"]

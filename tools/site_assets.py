@@ -24,10 +24,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -143,17 +145,26 @@ def fetch_npm(package: NpmPackage, cache: Path) -> Path:
                 f"site assets: {package.spec} is not in {cache} and `npm` is not installed. "
                 f"Install Node.js (npm), or put the file {package.tarball} (from `npm pack "
                 f"{package.spec}` on a machine with npm) in that folder")
-        run = subprocess.run([npm, "pack", package.spec, "--json", "--pack-destination",
-                              str(cache)], capture_output=True, text=True, timeout=300)
-        if run.returncode != 0 or not tarball.is_file():
-            raise AssetError(f"site assets: `npm pack {package.spec}` failed "
-                             f"(exit {run.returncode}): {(run.stderr or run.stdout)[-800:]}")
+        # Into a private folder first, then renamed: a concurrent build never reads half a file.
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".npm-pack-") as tmp:
+            run = subprocess.run([npm, "pack", package.spec, "--json", "--pack-destination",
+                                  tmp], capture_output=True, text=True, timeout=300)
+            fetched = Path(tmp) / package.tarball
+            if run.returncode != 0 or not fetched.is_file():
+                raise AssetError(f"site assets: `npm pack {package.spec}` failed (exit "
+                                 f"{run.returncode}): {(run.stderr or run.stdout)[-800:]}")
+            _verify(fetched, package)  # a bad download never enters the cache
+            os.replace(fetched, tarball)
+    _verify(tarball, package)
+    return tarball
+
+
+def _verify(tarball: Path, package: NpmPackage) -> None:
     actual = sri_sha512(tarball)
     if actual != package.integrity:
         raise AssetError(
             f"site assets: {tarball} has integrity {actual}, expected {package.integrity} "
             f"(the pinned {package.spec}); delete the file to fetch it again")
-    return tarball
 
 
 def _matches(path: str, patterns: tuple[str, ...]) -> bool:
