@@ -352,8 +352,9 @@ def index_page(results: list[dict], chapter_pages: dict[str, str], seconds: floa
 
 def search_page() -> str:
     """``search.html``: the search box alone (``search.html?q=term`` searches at once)."""
-    return _document("deepscope: search", '<div data-pagefind-ignore="all"><h1>Search the book'
-                     "</h1>" + site_assets.search_box(0) + "</div>", 0)
+    return _document("deepscope: search", '<div data-pagefind-ignore="all"><p><a href="index.html">'
+                     "&larr; deepscope</a></p><h1>Search the book</h1>"
+                     + site_assets.search_box(0) + "</div>", 0)
 
 
 # ---------------------------------------------------------------------------------------------

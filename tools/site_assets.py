@@ -286,7 +286,8 @@ def index_site(site: Path) -> dict:
     """Build the Pagefind index of every page in ``site`` (offline); return its statistics."""
     site = Path(site)
     cmd = [sys.executable, "-m", "pagefind", "--site", str(site), "--output-subdir", SEARCH_DIR,
-           "--exclude-selectors", ".ds-nav", "--exclude-selectors", "#search"]
+           "--exclude-selectors", ".ds-nav", "--exclude-selectors", "#search",
+           "--exclude-selectors", "a.anchor-link"]  # the heading links' pilcrows
     try:
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except FileNotFoundError:  # pragma: no cover - sys.executable always exists
