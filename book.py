@@ -146,8 +146,25 @@ def cmd_lab(args, python: str) -> int:
                     env=parallel_env(2))
     env = dict(os.environ)
     env.setdefault("DEEPSCOPE_CACHE", str(ROOT / ".cache" / "models"))
-    return _run([python, "-m", "jupyterlab", "--ServerApp.root_dir", ROOT / "chapters",
-                 *args.rest], env=env)
+    cmd, notice = lab_command(python, args.rest)
+    if notice:
+        print(notice, flush=True)
+    return _run(cmd, env=env)
+
+
+def lab_command(python: str, rest: list[str], euid: int | None = None) -> tuple[list, str | None]:
+    """The command that starts JupyterLab on chapters/, and a one-line notice when it needs one.
+
+    As root (a container, a cloud VM image) JupyterLab refuses to start without --allow-root, so
+    it is added, and said.
+    """
+    if euid is None:
+        euid = os.geteuid() if hasattr(os, "geteuid") else -1
+    cmd = [python, "-m", "jupyterlab", "--ServerApp.root_dir", ROOT / "chapters", *rest]
+    if euid != 0 or "--allow-root" in rest:
+        return cmd, None
+    return cmd + ["--allow-root"], ("book.py: running as root (a container?), so JupyterLab "
+                                    "starts with --allow-root")
 
 
 def _stages(python: str, workers: int) -> list[tuple[str, list[str] | None]]:
