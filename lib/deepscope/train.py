@@ -92,9 +92,10 @@ def _resident(pair, device):
 def _batches(data, pair, batch_size, device, generator=None):
     """Yield (x, y) batches on ``device``: shuffled slices of a pair, or the iterable's batches.
     Each batch is moved to ``device`` when it is yielded (a no-op for data already there)."""
+    upload = torch.device(device).type != "cpu"  # copies to the host must block
     if pair is None:
         for xb, yb in data:
-            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            yield xb.to(device, non_blocking=upload), yb.to(device, non_blocking=upload)
         return
     x, y = pair
     n = len(x)
@@ -103,7 +104,7 @@ def _batches(data, pair, batch_size, device, generator=None):
              else None)
     for start in range(0, n, size):
         idx = slice(start, start + size) if order is None else order[start : start + size]
-        yield x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        yield x[idx].to(device, non_blocking=upload), y[idx].to(device, non_blocking=upload)
 
 
 def _correct(out, y: torch.Tensor) -> torch.Tensor | None:

@@ -62,7 +62,7 @@ def _tensors_in(out) -> list[torch.Tensor]:
     return []
 
 
-def _traced_classifier(model, candidates, example, fn):
+def _traced_classifier(model, candidates, example):
     """Return the candidate whose output *is* (an entry of) the model's output on ``example``."""
     produced: dict[int, str] = {}
     with torch.no_grad(), eval_mode(model), removing_hooks() as handles:
@@ -103,7 +103,7 @@ def find_classifier(model: nn.Module, classifier: str | nn.Module | None = None,
     if any(m is last for _, m in candidates):
         return last
     if example is not None:
-        name = _traced_classifier(model, candidates, example, fn)
+        name = _traced_classifier(model, candidates, example)
         if name is not None:
             return dict(candidates)[name]
     listed = ", ".join(_describe_layer(n, m) for n, m in candidates[:8])

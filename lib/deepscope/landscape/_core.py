@@ -166,9 +166,11 @@ def data_batches(data, fn: str, device: torch.device | None,
 
 
 def on_device(batch, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the batch ``(x, y)`` on ``device`` (asynchronously from pinned host memory)."""
+    """Return the batch ``(x, y)`` on ``device``: an upload to an accelerator does not block the
+    host (copies *to* the CPU do, so their values are there when read)."""
     x, y = batch
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    upload = torch.device(device).type != "cpu"
+    return x.to(device, non_blocking=upload), y.to(device, non_blocking=upload)
 
 
 @contextmanager

@@ -125,7 +125,7 @@ class HessianOperator:
         if v.shape[-1] != self.dim:
             raise ValueError(f"hessian_operator: vectors must have {self.dim} entries (the "
                              f"trainable parameters), got shape {tuple(v.shape)}")
-        v = v.to(device=self.device, dtype=self.dtype, non_blocking=True)
+        v = v.to(device=self.device, dtype=self.dtype, non_blocking=self.device.type != "cpu")
         self.calls += v.shape[0] if batched else 1
         if self._graph is not None:
             return self._product(self._graph, v, batched)
