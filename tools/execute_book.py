@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     if args.repeat > 1:
         print(f"\n{args.repeat} runs in {time.perf_counter() - start:.0f} s: {bad_runs} with a "
               f"failure, {timeouts} cell timeouts (hangs); longest pause between two cells "
-              f"{pause:.1f} s")
+              f"{pause:.2f} s")
     return 1 if bad_runs else 0
 
 
