@@ -42,9 +42,11 @@ def seeds_from(spec: str) -> list[int]:
     return [int(s) for s in spec.split(",")]
 
 
-def run_once(path: Path, seed: int, names: list[str], full: bool, timeout: int):
+def run_once(path: Path, seed: int, names: list[str], full: bool, timeout: int | None):
     import nbformat
     from nbclient import NotebookClient
+
+    from tools.kernels import PrivateKernelManager, default_cell_timeout
 
     nb = nbformat.read(path, as_version=4)
     probe = "\n".join([
@@ -58,17 +60,17 @@ def run_once(path: Path, seed: int, names: list[str], full: bool, timeout: int):
         "print('CALIBRATE' + _j.dumps(_v))",
     ])
     nb.cells.append(nbformat.v4.new_code_cell(probe))
-    env_before = dict(os.environ)
-    os.environ["DEEPSCOPE_SEED"] = str(seed)
+    env = dict(os.environ, DEEPSCOPE_SEED=str(seed))
     if full:
-        os.environ["DEEPSCOPE_FULL"] = "1"
+        env["DEEPSCOPE_FULL"] = "1"
     start = time.perf_counter()
-    try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
+    # A private kernel (IPC sockets in its own folder, sliced polls: tools.kernels), so seeds
+    # run in parallel cannot cross ports or stall; the environment goes to the kernel only.
+    client = NotebookClient(nb, timeout=timeout or default_cell_timeout(full),
+                            kernel_name="python3", allow_errors=True,
+                            kernel_manager_class=PrivateKernelManager,
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute(env=env)  # the manager kills the kernel's session at shutdown
     seconds = time.perf_counter() - start
     failed, values = [], {}
     for i, cell in enumerate(nb.cells):
@@ -127,7 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--vars", default="", help="comma-separated variable names to collect")
     parser.add_argument("--full", action="store_true", help="set DEEPSCOPE_FULL=1")
-    parser.add_argument("--timeout", type=int, default=900)
+    parser.add_argument("--timeout", type=int, default=None,
+                        help="seconds per cell (default 240; 3600 with --full)")
     parser.add_argument("--executor", default="serial",
                         help="serial, processes, dask (local cluster) or a Dask scheduler address")
     parser.add_argument("--workers", type=int, default=2, help="workers of processes/dask")
