@@ -75,13 +75,18 @@ def small_cnn(
     channels: tuple[int, ...] = (16, 32, 32),
     batch_norm: bool = False,
     pool_every: int = 1,
+    head: str = "gap",
+    input_size: int | tuple[int, int] | None = None,
 ) -> nn.Sequential:
     """Build a small convolutional classifier: 3x3 conv blocks, global average pooling, linear.
 
     Block ``i`` is ``conv{i}`` (3x3, padding 1), optional ``bn{i}``, ``relu{i}``, and a 2x2 max
     pool ``pool{i}`` after every ``pool_every``-th block except the last, so the last conv layer
-    keeps spatial resolution for Grad-CAM. Then ``gap`` (global average pooling), ``flatten`` and
-    ``fc``. Works for any input size of at least 2**(number of pools) pixels.
+    keeps spatial resolution for Grad-CAM. Then, with ``head="gap"`` (the default), ``gap``
+    (global average pooling), ``flatten`` and ``fc``: works for any input size of at least
+    2**(number of pools) pixels. With ``head="flatten"``, ``flatten`` and ``fc`` read the last
+    feature maps whole (C * h * w features, like VGG's head), so the classifier can use *where*
+    a feature is; it needs ``input_size`` (H or (H, W)) and trains much faster on 28x28 digits.
 
     Returns:
         ``nn.Sequential`` mapping (B, in_channels, H, W) to (B, num_classes).
@@ -90,7 +95,21 @@ def small_cnn(
     in_channels = check_int(in_channels, "in_channels", fn)
     num_classes = check_int(num_classes, "num_classes", fn)
     pool_every = check_int(pool_every, "pool_every", fn)
+    check_choice(head, "head", fn, ("gap", "flatten"))
     widths = _hidden_sizes(channels, fn)
+    if head == "flatten":
+        if input_size is None:
+            raise ValueError(f"{fn}: `input_size` (H or (H, W)) is required with "
+                             f"head='flatten', got None")
+        pools = sum(1 for i in range(1, len(widths)) if i % pool_every == 0)
+        hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        if len(hw) != 2:
+            raise ValueError(f"{fn}: `input_size` must be an int or a pair (H, W), "
+                             f"got {input_size!r}")
+        h, w = (check_int(v, "input_size", fn) // 2**pools for v in hw)
+        if h < 1 or w < 1:
+            raise ValueError(f"{fn}: `input_size` must be >= {2**pools} for {pools} pooling "
+                             f"layers, got {input_size!r}")
     layers: list[tuple[str, nn.Module]] = []
     previous = in_channels
     for i, width in enumerate(widths, start=1):
@@ -101,6 +120,9 @@ def small_cnn(
         if i < len(widths) and i % pool_every == 0:
             layers.append((f"pool{i}", nn.MaxPool2d(2)))
         previous = width
+    if head == "flatten":
+        layers += [("flatten", nn.Flatten()), ("fc", nn.Linear(previous * h * w, num_classes))]
+        return nn.Sequential(OrderedDict(layers))
     layers += [
         ("gap", nn.AdaptiveAvgPool2d(1)),
         ("flatten", nn.Flatten()),
