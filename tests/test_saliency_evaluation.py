@@ -102,6 +102,26 @@ def test_pointing_energy_and_iou_on_known_maps():
         S.mask_iou(torch.zeros(2, 3, 6, 6), mask)
 
 
+def test_blank_maps_are_counted_not_dropped():
+    mask = torch.zeros(3, 4, 4, dtype=torch.bool)
+    mask[:, 0, 0] = True
+    maps = torch.zeros(3, 4, 4)
+    maps[1, 2, 2] = 1.0
+    maps[2] = 0.3  # constant but not zero: blank too (no peak, no ranking)
+    assert S.blank_maps(maps).tolist() == [True, False, True]
+    assert S.blank_maps(maps[:, None]).tolist() == [True, False, True]
+    assert S.blank_maps(maps + 1e-9 * torch.rand(3, 4, 4), atol=1e-6).tolist() == [True, False,
+                                                                                   True]
+    # what the other scores make of a blank map: why it must be counted separately
+    assert S.pointing_game(maps, mask).tolist() == [True, False, True]  # argmax = first pixel
+    assert torch.isnan(S.mask_energy(maps, mask)[0])
+    assert torch.isnan(S.rank_correlation(maps, torch.rand(3, 4, 4))[0])
+    with pytest.raises(ValueError, match="blank_maps: `atol` must be a number >= 0, got -1"):
+        S.blank_maps(maps, atol=-1)
+    with pytest.raises(ValueError, match="blank_maps: `maps` must have at least 2"):
+        S.blank_maps(torch.zeros(3))
+
+
 # ---------------------------------------------------------------------------- removal
 
 def test_rank_features_breaks_ties_randomly_but_reproducibly():

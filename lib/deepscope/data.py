@@ -361,11 +361,11 @@ def _upscale(images: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _place_distractors(canvas, tile_box, sources, k, rng, top_min):
-    """Paste ``k`` ink fragments of other digits outside the digit tile (1-px margin); a fragment
-    is 3/8 of a source digit's side (3x3 of an 8x8 digit, 7x7 of a 20x20 MNIST tile)."""
+    """Paste ``k`` ink fragments of other digits outside the digit tile (1-px margin): 3x3 cut
+    from an 8x8 digit, 5x5 from a 20x20 MNIST tile (a quarter of its side)."""
     size = canvas.shape[0]
     side = sources.shape[-1]
-    frag = 3 * side // 8
+    frag = 3 if side == 8 else side // 4
     t0, l0, t1, l1 = tile_box
     placed, attempts = 0, 0
     while placed < k and attempts < 200:
@@ -403,8 +403,8 @@ def digit_canvas(
     default (16-pixel tiles); with ``source="mnist"`` they are the 28x28 MNIST subset's,
     cropped to 20x20 tiles around their ink and not upscaled by default (e.g. ``size=32``).
 
-    Distractors are ink fragments cut from other digits (3/8 of a digit's side: 3x3 of an 8x8
-    digit, 7x7 of an MNIST tile, before upscaling), placed outside the digit's tile, so
+    Distractors are ink fragments cut from other digits (3x3 of an 8x8 digit, 5x5 of an MNIST
+    tile; not upscaled), placed outside the digit's tile, so
     the digit's box contains the digit's ink and nothing else. The marker is a bright 2x2 square in
     a band along the top edge whose horizontal slot encodes a class: with probability ``marker`` it
     encodes the image's label (shifted by ``marker_offset``, e.g. 1 to swap markers at test time),

@@ -13,7 +13,8 @@ image), each computed in eval mode with the model's mode, weights and hooks left
 
 Checking maps: `model_randomization` / `cascading_randomization` with `rank_correlation` and the
 `edge_detector` control (sanity checks); `pointing_game`, `mask_energy`, `mask_iou` against known
-ground truth; `road` (noisy linear imputation), `roar` and `diffroar` (remove and retrain).
+ground truth, `blank_maps` to count the maps none of these can score; `road` (noisy linear
+imputation), `roar` and `diffroar` (remove and retrain).
 Robust models for comparison: `pgd_attack`, `adversarial_fit`, `robust_accuracy`.
 
 Conventions follow Captum wherever Captum defines them (quadrature weights, the sign of the
@@ -40,7 +41,14 @@ from .integrated import (
                         integrated_gradients,
                         quadrature,
 )
-from .localization import HEATMAP_REDUCTIONS, heatmap, mask_energy, mask_iou, pointing_game
+from .localization import (
+                        HEATMAP_REDUCTIONS,
+                        blank_maps,
+                        heatmap,
+                        mask_energy,
+                        mask_iou,
+                        pointing_game,
+)
 from .occlusion import occlusion, occlusion_windows
 from .removal import (
                         NEIGHBOUR_WEIGHTS,
@@ -77,6 +85,7 @@ __all__ = [
     "DEEPLIFT_ELEMENTWISE", "HEATMAP_REDUCTIONS", "METHODS", "MODIFIED_RULES",
     "NEIGHBOUR_WEIGHTS", "NORMS",
     "QUADRATURE_RULES", "SMOOTHGRAD_KINDS", "RandomizationResult", "adversarial_fit",
+    "blank_maps",
     "cascading_randomization", "completeness_gap", "deconvolution", "deeplift", "diffroar",
     "edge_detector", "guided_backprop",
     "expected_gradients", "find_layer", "gaussian_blur", "grad_cam", "grad_cam_plus_plus",
