@@ -189,6 +189,26 @@ def test_noisy_linear_imputation_is_bounded_and_handles_full_removal():
         S.noisy_linear_impute(x, remove[:, :5, :5])
 
 
+def test_noisy_linear_imputation_solves_each_plane_on_its_own():
+    # one block-diagonal solve for the batch equals one solve per image and channel; the
+    # neighbours of a pixel never come from another image or channel
+    torch.manual_seed(0)
+    x = torch.rand(5, 2, 7, 9, dtype=torch.float64)
+    remove = torch.rand(5, 2, 7, 9) < 0.6
+    batch = S.noisy_linear_impute(x, remove, noise=0.0)
+    for b in range(5):
+        for c in range(2):
+            alone = S.noisy_linear_impute(x[b:b + 1, c:c + 1], remove[b:b + 1, c:c + 1],
+                                          noise=0.0)
+            assert torch.allclose(batch[b, c], alone[0, 0], atol=1e-12)
+    # a removed pixel is the weighted mean of its neighbours (the defining equation)
+    filled = batch[0, 0].numpy()
+    r, c = [int(v) for v in torch.nonzero(remove[0, 0] & (torch.arange(7)[:, None] % 6 > 0)
+                                          & (torch.arange(9)[None] % 8 > 0))[0]]
+    mean = sum(w * filled[r + dr, c + dc] for (dr, dc), w in S.NEIGHBOUR_WEIGHTS)
+    assert abs(filled[r, c] - mean) < 1e-6
+
+
 def signal_model():
     """A linear classifier that reads only the first row of a 4x4 image."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2)).double()
