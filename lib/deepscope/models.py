@@ -68,6 +68,53 @@ def mlp(
     return nn.Sequential(OrderedDict(layers))
 
 
+class ResidualBlock(nn.Module):
+    """One block of `residual_mlp`: h -> h + relu(bn(fc(h))) with ``skip``, else relu(bn(fc(h)))."""
+
+    def __init__(self, width: int, skip: bool, batch_norm: bool):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+        self.bn = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
+        self.act = nn.ReLU()
+        self.skip = bool(skip)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn(self.fc(h)))
+        return h + out if self.skip else out
+
+
+def residual_mlp(
+    in_features: int,
+    width: int = 32,
+    depth: int = 10,
+    out_features: int = 10,
+    *,
+    skip: bool = True,
+    batch_norm: bool = True,
+) -> nn.Sequential:
+    """Build a deep MLP of ``depth`` equal-width blocks, with or without skip connections: the
+    notebook-scale version of Li et al.'s (2018, section 6) ResNet vs "ResNet-noshort" contrast.
+
+    Layers: ``flatten``, ``stem`` (Linear in_features -> width), ``stem_act`` (ReLU), blocks
+    ``block1`` ... ``block{depth}`` (`ResidualBlock`: Linear, BatchNorm1d, ReLU, and the identity
+    added back when ``skip``), ``fc`` (Linear width -> out_features). The same seed gives the
+    same weights with and without skips, so the two differ only in the connections.
+
+    Returns:
+        ``nn.Sequential`` mapping (B, ...) with prod(...) = in_features to (B, out_features).
+    """
+    fn = "residual_mlp"
+    in_features = check_int(in_features, "in_features", fn)
+    width = check_int(width, "width", fn)
+    depth = check_int(depth, "depth", fn)
+    out_features = check_int(out_features, "out_features", fn)
+    layers: list[tuple[str, nn.Module]] = [
+        ("flatten", nn.Flatten()), ("stem", nn.Linear(in_features, width)), ("stem_act", nn.ReLU())]
+    layers += [(f"block{i}", ResidualBlock(width, skip, batch_norm)) for i in range(1, depth + 1)]
+    layers.append(("fc", nn.Linear(width, out_features)))
+    return nn.Sequential(OrderedDict(layers))
+
+
 def small_cnn(
     in_channels: int = 1,
     num_classes: int = 10,
