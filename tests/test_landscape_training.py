@@ -219,6 +219,11 @@ def test_plots_draw_what_they_are_given():
     density = L.spectral_density(model, F.cross_entropy, (x, y), iters=10, runs=2)
     fig = plotting.plot_spectrum(torch.randn(50), density=density, mark=[1.0, 2.0])
     assert len(fig.axes[0].lines) == 3
+    low, high = fig.axes[0].get_ylim()  # floored: the density's tails reach ~1e-100
+    peak = float(density.density()[1].max())
+    assert high >= peak and low == pytest.approx(1e-5 * high / 2)
+    unfloored = plotting.plot_spectrum(density=density, floor=None).axes[0].get_ylim()[0]
+    assert unfloored < low
     with pytest.raises(ValueError, match="pass `eigenvalues`, `density` or both"):
         plotting.plot_spectrum()
     h = L.SharpnessHistory(lr=0.1, step=[0, 1], loss=[1.0, 0.5], sharpness_step=[0],

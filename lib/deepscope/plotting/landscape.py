@@ -109,10 +109,14 @@ def plot_loss_surface(xs, ys, losses, *, ax=None, log=False, title=None):
 
 
 def plot_spectrum(eigenvalues=None, *, density=None, ax=None, bins=80, sigma=None,
-                  mark=None, log=True):
+                  mark=None, log=True, floor=1e-5):
     """Plot a Hessian spectrum: a histogram of exact ``eigenvalues`` and/or the smoothed SLQ
     ``density`` (a `SpectralDensity`); ``mark`` draws vertical lines (e.g. top eigenvalues).
-    Return the figure."""
+
+    On the log axis (``log``) the y range starts at ``floor`` times the highest density: the
+    Gaussian tails of the smoothed density fall to 1e-100 and below, which would squash the
+    part worth seeing (the bulk and the outliers' bumps) into the top of the figure; None keeps
+    matplotlib's range. Return the figure."""
     if eigenvalues is None and density is None:
         raise ValueError("plot_spectrum: pass `eigenvalues`, `density` or both, got neither")
     fig, ax = _axes(ax, (5.4, 3.4))
@@ -126,6 +130,14 @@ def plot_spectrum(eigenvalues=None, *, density=None, ax=None, bins=80, sigma=Non
     for value in [] if mark is None else _np(mark).ravel():
         ax.axvline(value, color="tab:red", lw=0.8, alpha=0.7)
     ax.set(xlabel="eigenvalue", ylabel="density", yscale="log" if log else "linear")
+    if log and floor is not None:
+        top = ax.get_ylim()[1]
+        heights = [float(np.max(_np(line.get_ydata()))) for line in ax.lines
+                   if len(line.get_ydata()) > 2]
+        heights += [float(patch.get_height()) for patch in ax.patches]
+        if heights:
+            top = max(heights) * 2
+        ax.set_ylim(floor * top / 2, top)
     ax.legend()
     return fig
 
