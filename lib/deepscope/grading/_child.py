@@ -89,6 +89,10 @@ def describe_error(err: BaseException) -> dict:
         if isinstance(err, NameError):
             message += (" (answer cells run on their own, after only the assignment's standard "
                         "imports: import anything else inside your answer cell)")
+        if isinstance(err, ModuleNotFoundError) and str(err.name).split(".")[0] in _FORBIDDEN:
+            message += (" (the reference library and peer libraries are not available to "
+                        "answers: the grader compares your code with them, so implement it "
+                        "yourself; torch, numpy, scipy, math and the standard library are fine)")
     try:
         where = _where(err)
     except Exception:  # noqa: BLE001 - a hostile traceback must not break the report
@@ -153,8 +157,13 @@ def call_result(index: int, fn, call) -> bytes:
         return protocol.call_body(index, error=describe_error(err))
 
 
+_FORBIDDEN: tuple[str, ...] = ("deepscope",)
+
+
 def run(job: dict, channel) -> None:
     """Execute the preamble and the answer cells, then every call of the graded function."""
+    global _FORBIDDEN
+    _FORBIDDEN = tuple(job.get("forbidden", _FORBIDDEN))
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     exec(compile(job["preamble"], "<preamble>", "exec"), namespace)  # noqa: S102
     execute_cells(job["cells"], namespace, channel)
@@ -400,6 +409,7 @@ def isolate_namespaces(plan: dict, root_user: bool) -> None:
     _unshare(_CLONE_NEWUSER | _CLONE_NEWNS, "user, mount (locks the mounts)")
     _map_ids(0, 0, 0)
     drop_privileges()
+    os.chdir("/tmp")
 
 
 def set_limits(limits: dict, write_files: bool = True) -> None:

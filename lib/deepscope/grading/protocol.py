@@ -317,8 +317,10 @@ class Conversation:
         self._buffer += data
         while len(self._buffer) >= 4:
             (length,) = struct.unpack(">I", self._buffer[:4])
-            if length == 0 or length > self.result_limit:
-                raise ProtocolError("a frame of impossible length")
+            if length == 0:
+                raise ProtocolError("an empty frame")
+            if length > self.result_limit:  # refused at its length: nothing is buffered
+                raise LimitExceeded("result")
             if self._buffer[4:5] != b"C" and length > MAX_TEXT_FRAME:
                 raise ProtocolError("an oversized frame")
             if len(self._buffer) < 4 + length:

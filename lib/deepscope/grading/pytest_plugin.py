@@ -88,7 +88,7 @@ class Submission(pytest.File):
         if out_dir:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             taken = config.stash.setdefault(_WRITTEN, set())
-            name = report_name(self.path, config.rootpath, taken)
+            name = report_name(self.path, config.invocation_params.dir, taken)
             (Path(out_dir) / name).write_text(report.to_json() + "\n")
         if report.error:
             yield Unreadable.from_parent(self, name="submission", error=report.error)

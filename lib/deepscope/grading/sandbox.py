@@ -14,9 +14,11 @@ report's.) The grader runs each question in a fresh sandbox, on one of three pat
 ``namespaces`` (Linux where unprivileged user namespaces are allowed) and ``bubblewrap``
 (``bwrap``, where they are refused but bubblewrap works) apply the same policy:
 
-- *Files.* A fresh root holding only the system's /usr and library directories, the Python
+- *Files.* A fresh root holding only the system's /usr and library directories (and from /etc
+  the dynamic linker's cache, the time zone and the font configuration), the Python
   installation and its site-packages, read-only, with ``deepscope``, ``captum``, ``pyhessian``
-  and ``loss_landscapes`` (code, metadata, ``.pth`` hooks) hidden under empty mounts; a private
+  and ``loss_landscapes`` absent (their package directories are rebuilt without their code,
+  metadata and ``.pth`` hooks, so not even an empty name is left to import); a private
   writable /tmp (`TMP_BYTES`, 16384 files; HOME points there) and /dev/shm (`SHM_BYTES`); /dev
   with null, zero, full, random and urandom; a fresh /proc of its own pid namespace with
   /proc/sys read-only. No other submission, master, check file, home or working directory. The
@@ -210,7 +212,7 @@ def view(forbidden=(), device: str = "cpu") -> list[list]:
 
     for path in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         bind(path)
-    for path in ("/etc/ld.so.cache", "/etc/localtime"):
+    for path in ("/etc/ld.so.cache", "/etc/localtime", "/etc/fonts"):
         if os.path.exists(path):
             bind(os.path.realpath(path), path)
     for path in sorted(_python_paths(), key=len):
@@ -542,6 +544,7 @@ def run_job(job: dict, *, isolation: str = "namespaces", time_limit: float = TIM
             for fd in (res_w, out_w, status_w, ctl_w, life_r):
                 os.close(fd)
     feeds = {res_r: conversation.feed_result, out_r: conversation.feed_output}
+    control = [ctl_r]
     deadline, ready_at, ended, detail, exitcode, used = start + STARTUP_GRACE, None, None, "", \
         None, 0
     try:
@@ -558,11 +561,13 @@ def run_job(job: dict, *, isolation: str = "namespaces", time_limit: float = TIM
                 ended = "cancelled"
             if ended:
                 break
-            watched = [*feeds, ctl_r] + ([status_r] if exitcode is None else [])
+            watched = [*feeds] + ([status_r] if exitcode is None else []) + control
             ready, _, _ = select.select(watched, [], [], min(deadline - now, 0.25))
-            if ctl_r in ready:
-                event = json.loads(os.read(ctl_r, 4096).splitlines()[0] or b"{}")
-                used, ended = int(event.get("memory", 0)), "memory"
+            event = os.read(ctl_r, 4096) if ctl_r in ready else b""
+            if ctl_r in ready and not event:
+                control = []  # the supervisor has ended
+            if event:  # the supervisor stopped the sandbox for its memory
+                used, ended = int(json.loads(event.splitlines()[0]).get("memory", 0)), "memory"
             elif status_r in ready:
                 data = os.read(status_r, 4)
                 exitcode = struct.unpack(">i", data)[0] if len(data) == 4 else -1
