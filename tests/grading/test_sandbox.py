@@ -228,7 +228,7 @@ def test_the_view_holds_the_python_installation_and_nothing_of_the_checkout():
 def test_bwrap_arguments_follow_the_same_view():
     ops = [["ro", "/usr", "/usr"], ["symlink", "usr/lib", "/lib"], ["dev", "/dev/null"],
            ["tmpfs", "/tmp", 1024, 16, 0o1777], ["select", "/x/site", [["a", "dir"],
-                                                                    ["b", "link:a"]]],
+                                                                    ["b", "link:a"]], ["c"]],
            ["remount_ro", "/dev"], ["proc"]]
     argv = sandbox.bwrap_argv(ops, ["python", "-c", "pass"])
     joined = " ".join(argv)
@@ -294,3 +294,49 @@ def test_choose_refuses_without_isolation_unless_trusted(monkeypatch):
         sandbox.choose("none")
     monkeypatch.setattr(sandbox, "_PROBED", {"namespaces": "", "bubblewrap": ""})
     assert sandbox.choose("auto") == "namespaces" and sandbox.choose("bubblewrap") == "bubblewrap"
+
+
+@NAMESPACES
+@pytest.mark.parametrize("name", ["site-packages", "odd:name,site"])
+def test_select_leaves_no_trace_of_a_hidden_package(tmp_path, name):
+    """A hidden name is absent from the listing, with an overlay (whiteouts) or, where the
+    overlay is refused (here: a ':' in the path), with the kept entries bound one by one."""
+    site = tmp_path / name
+    (site / "torch").mkdir(parents=True)
+    (site / "captum").mkdir()
+    (site / "captum-0.9.dist-info").mkdir()
+    (site / "six.py").write_text("x = 1\n")
+    (site / "link").symlink_to("torch")
+    root, scratch = tmp_path / "root", tmp_path / "scratch"
+    root.mkdir()
+    entries = [["link", "link:torch"], ["six.py", "file"], ["torch", "dir"]]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - reports through the pipe
+        try:
+            from deepscope.grading import _child
+
+            if os.geteuid() == 0:
+                _child._unshare(0x00020000, "mount")
+            else:
+                uid, gid = os.geteuid(), os.getegid()
+                _child._unshare(0x10000000 | 0x00020000, "user, mount")
+                _child._map_ids(0, uid, gid)
+            _child._mount(None, "/", None, 16384 | (1 << 18))
+            _child._mount("tmpfs", str(root), "tmpfs", 0, "size=1m")
+            os.makedirs(str(root) + str(site))
+            _child._select(str(site), entries, ["captum", "captum-0.9.dist-info"], str(root),
+                           str(scratch))
+            listed = sorted(os.listdir(str(root) + str(site)))
+            overlay = "overlay" in open("/proc/self/mountinfo").read()
+            os.write(w, repr((listed, overlay)).encode())
+        except BaseException as err:  # noqa: BLE001
+            os.write(w, repr(("error", str(err))).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    listed, overlay = eval(os.read(r, 65536).decode())  # noqa: S307 - our own child's repr
+    os.close(r)
+    assert listed == ["link", "six.py", "torch"]
+    assert overlay is (":" not in name)

@@ -266,22 +266,48 @@ def _make_point(path: str, directory: bool) -> None:
             open(path, "w").close()
 
 
-def _bind(source: str, target: str, read_only: bool, devices: bool = False) -> None:
+def _source_flags(path: str) -> int:
+    """The per-mount flags of the mount holding ``path`` (statvfs), which a remount keeps."""
+    flag = os.statvfs(path).f_flag
+    return sum(ms for st, ms in ((8, _MS_NOEXEC), (1024, 1024), (2048, 2048), (4096, 1 << 21))
+               if flag & st)
+
+
+def _bind(source: str, target: str, read_only: bool, devices: bool = False,
+          recursive: bool = True) -> None:
+    """Bind ``source`` at ``target`` (with its submounts), each remounted nosuid (nodev unless
+    ``devices``) and read-only if asked."""
     _make_point(target, os.path.isdir(source))
+    base = _MS_REMOUNT | _MS_BIND | _MS_NOSUID | (0 if devices else _MS_NODEV) | (
+        _MS_RDONLY if read_only else 0)
+    if not recursive:
+        _mount(source, target, None, _MS_BIND)
+        _mount(None, target, None, base | _source_flags(source))
+        return
     _mount(source, target, None, _MS_BIND | _MS_REC)
-    base = _MS_REMOUNT | _MS_BIND | _MS_NOSUID | (0 if devices else _MS_NODEV)
     for point in _mounts_under(target):
-        _mount(None, point, None, base | _mount_flags(point) | (_MS_RDONLY if read_only else 0))
+        _mount(None, point, None, base | _mount_flags(point))
 
 
-def _select(directory: str, entries: list, root: str) -> None:
-    """Rebuild a package directory holding only ``entries`` (a forbidden package's name is
-    then absent: an empty directory in its place would import as a namespace package)."""
+def _select(directory: str, entries: list, hidden: list, root: str, scratch: str) -> None:
+    """Show a package directory without its ``hidden`` entries: an empty directory in a
+    forbidden package's place would still import (as a namespace package), so its name must be
+    absent. One read-only overlay whose top layer holds a whiteout per hidden name (Linux 5.11
+    or later); where overlays are refused, a tmpfs with each kept entry bound into it."""
     target = root + directory
-    info = os.statvfs(directory)
-    flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | sum(
-        ms for st, ms in ((8, _MS_NOEXEC), (1024, 1024), (2048, 2048), (4096, 1 << 21))
-        if info.f_flag & st)
+    try:
+        os.makedirs(scratch, exist_ok=True)
+        mode = os.stat(directory).st_mode & 0o7777  # the merged directory shows the top layer's
+        _mount("tmpfs", scratch, "tmpfs", _MS_NOSUID | _MS_NODEV, f"size=64k,mode={mode:o}")
+        for name in hidden:
+            os.mknod(os.path.join(scratch, name), 0o600 | 0o020000, os.makedev(0, 0))
+        _mount("overlay", target, "overlay", _MS_RDONLY | _MS_NOSUID | _MS_NODEV,
+               f"lowerdir={scratch}:{directory}")
+        return
+    except (SetupError, OSError):
+        pass
+    flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _source_flags(
+        directory)
     _mount("tmpfs", target, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=256k,nr_inodes=65536,mode=755")
     for name, kind in entries:
         point = os.path.join(target, name)
@@ -297,13 +323,15 @@ def _select(directory: str, entries: list, root: str) -> None:
     _mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
 
 
-def _apply(op: list, root: str) -> None:
-    """Carry out one operation of the plan's view (see `sandbox.view`) under ``root``."""
+def _apply(op: list, root: str, scratch: str = "") -> None:
+    """Carry out one operation of the plan's view (see `sandbox.view`) under ``root``
+    (``scratch``: a directory outside it for helper mounts)."""
     kind, *args = op
     if kind == "ro":
         _bind(args[0], root + args[1], read_only=True)
     elif kind == "dev":
-        _bind(args[0], root + args[0], read_only=False, devices=True)
+        _bind(args[0], root + args[0], read_only=False, devices=True,
+              recursive=os.path.isdir(args[0]))
     elif kind == "symlink":
         os.makedirs(os.path.dirname(root + args[1]), exist_ok=True)
         os.symlink(args[0], root + args[1])
@@ -313,7 +341,7 @@ def _apply(op: list, root: str) -> None:
         _mount("tmpfs", root + path, "tmpfs", _MS_NOSUID | _MS_NODEV,
                f"size={size},nr_inodes={inodes},mode={mode:o}")
     elif kind == "select":
-        _select(args[0], args[1], root)
+        _select(args[0], args[1], args[2], root, f"{scratch}/{abs(hash(args[0]))}")
     elif kind == "proc":  # (its kernel settings become read-only in `isolate_namespaces`)
         os.makedirs(root + "/proc", exist_ok=True)
         _mount("proc", root + "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
@@ -397,7 +425,7 @@ def isolate_namespaces(plan: dict, root_user: bool) -> None:
     root = plan["root"]
     _mount("tmpfs", root, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
     for op in plan["ops"]:
-        _apply(op, root)
+        _apply(op, root, plan["scratch"])
     _ipc_limits(plan["limits"])
     _pivot(root)
     if root_user:
@@ -405,7 +433,7 @@ def isolate_namespaces(plan: dict, root_user: bool) -> None:
     _write("/proc/sys/user/max_user_namespaces", "1")
     for name in ("/proc/sys", "/proc/sysrq-trigger"):  # kernel settings: read-only in any case
         if os.path.exists(name):
-            _bind(name, name, read_only=True)
+            _bind(name, name, read_only=True, recursive=False)
     _unshare(_CLONE_NEWUSER | _CLONE_NEWNS, "user, mount (locks the mounts)")
     _map_ids(0, 0, 0)
     drop_privileges()

@@ -197,8 +197,9 @@ def view(forbidden=(), device: str = "cpu") -> list[list]:
 
     ``["ro", source, target]`` binds read-only; ``["symlink", target, path]``; ``["tmpfs",
     path, bytes, files, mode]``; ``["dev", node]`` binds a device node; ``["select", dir,
-    [[entry, "dir" | "file" | "link:target"], ...]]`` rebuilds a package directory without the
-    forbidden packages (code, metadata, ``.pth`` hooks); ``["proc"]``; ``["remount_ro", path]``.
+    [[entry, "dir" | "file" | "link:target"], ...], [hidden entry, ...]]`` shows a package
+    directory without the forbidden packages (code, metadata, ``.pth`` hooks); ``["proc"]``;
+    ``["remount_ro", path]``.
     """
     ops, bound = [], []
 
@@ -217,7 +218,7 @@ def view(forbidden=(), device: str = "cpu") -> list[list]:
             bind(os.path.realpath(path), path)
     for path in sorted(_python_paths(), key=len):
         bind(path)
-    packages = {p for p in _python_paths() if os.path.isdir(p)}
+    packages = {p for p in _python_paths() if os.path.isdir(p) and p.endswith("-packages")}
     for base in {"/usr", "/", *(str(Path(p).parent) for p in _python_paths())}:
         for pattern in ("lib/python3*/*-packages", "lib/python3/dist-packages",
                         "local/lib/python3*/*-packages", "lib64/python3*/site-packages"):
@@ -230,7 +231,8 @@ def view(forbidden=(), device: str = "cpu") -> list[list]:
                 path = os.path.join(directory, entry)
                 kept.append([entry, "link:" + os.readlink(path) if os.path.islink(path) else
                              "dir" if os.path.isdir(path) else "file"])
-            ops.append(["select", directory, kept])
+            ops.append(["select", directory, kept,
+                        [e for e in entries if _hidden(e, forbidden)]])
     ops += [["tmpfs", "/tmp", TMP_BYTES, 16384, 0o1777],
             ["tmpfs", "/dev", 65536, 64, 0o755]]
     ops += [["dev", f"/dev/{n}"] for n in ("null", "zero", "full", "random", "urandom")]
@@ -262,7 +264,7 @@ def bwrap_argv(ops: list[list], inner: list[str]) -> list[str]:
             argv += ["--symlink", args[0], args[1]]
         elif kind == "tmpfs":
             argv += ["--size", str(args[1]), "--perms", f"{args[3]:04o}", "--tmpfs", args[0]]
-        elif kind == "select":
+        elif kind == "select":  # (bwrap 0.8 makes no overlays: each kept entry is bound)
             argv += ["--perms", "0755", "--tmpfs", args[0]]
             for name, entry in args[1]:
                 path = os.path.join(args[0], name)
@@ -471,7 +473,7 @@ def plan_for(isolation: str, job: dict, device: str, limits: dict) -> dict:
     if key not in _VIEWS:
         _VIEWS[key] = view(*key)
     plan = {"mode": isolation, "ops": _VIEWS[key], "limits": limits, "env": environment(),
-            "root": _ZYGOTE_PROCESS.root}
+            "root": _ZYGOTE_PROCESS.root, "scratch": _ZYGOTE_PROCESS.root + "-scratch"}
     if isolation == "bubblewrap":
         inner = [sys.executable, "-E", "-c", _INSIDE_BWRAP,
                  *(f"{_IN_BWRAP}/{name}.py" for name in _HARNESS), "@JOB_FD@", "@RESULT_FD@",
