@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from deepscope.grading import _child, protocol
+from deepscope.grading import _child, _isolate, protocol
 
 
 def _frames(fn) -> list[bytes]:
@@ -96,8 +96,8 @@ def test_run_calls_every_case_or_reports_a_missing_function():
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/mountinfo"), reason="Linux only")
 def test_mount_flags_are_read_from_mountinfo():
-    assert isinstance(_child._mount_flags("/"), int)
-    assert "/" in _child._mounts_under("/")
+    assert isinstance(_isolate._mount_flags("/"), int)
+    assert "/" in _isolate._mounts_under("/")
 
 
 def test_set_limits_lowers_every_limit_for_good():
@@ -108,7 +108,7 @@ def test_set_limits_lowers_every_limit_for_good():
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
-            _child.set_limits({"tasks": 7, "memory_bytes": 3 * 2**30, "cpu_seconds": 9,
+            _isolate.set_limits({"tasks": 7, "memory_bytes": 3 * 2**30, "cpu_seconds": 9,
                                "tmp_bytes": 1024})
             got = [resource.getrlimit(getattr(resource, n)) for n in
                    ("RLIMIT_NPROC", "RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_CORE")]

@@ -314,18 +314,18 @@ def test_select_leaves_no_trace_of_a_hidden_package(tmp_path, name):
     pid = os.fork()
     if pid == 0:  # pragma: no cover - reports through the pipe
         try:
-            from deepscope.grading import _child
+            from deepscope.grading import _isolate
 
             if os.geteuid() == 0:
-                _child._unshare(0x00020000, "mount")
+                _isolate._unshare(0x00020000, "mount")
             else:
                 uid, gid = os.geteuid(), os.getegid()
-                _child._unshare(0x10000000 | 0x00020000, "user, mount")
-                _child._map_ids(0, uid, gid)
-            _child._mount(None, "/", None, 16384 | (1 << 18))
-            _child._mount("tmpfs", str(root), "tmpfs", 0, "size=1m")
+                _isolate._unshare(0x10000000 | 0x00020000, "user, mount")
+                _isolate._map_ids(0, uid, gid)
+            _isolate._mount(None, "/", None, 16384 | (1 << 18))
+            _isolate._mount("tmpfs", str(root), "tmpfs", 0, "size=1m")
             os.makedirs(str(root) + str(site))
-            _child._select(str(site), entries, ["captum", "captum-0.9.dist-info"], str(root),
+            _isolate._select(str(site), entries, ["captum", "captum-0.9.dist-info"], str(root),
                            str(scratch))
             listed = sorted(os.listdir(str(root) + str(site)))
             overlay = "overlay" in open("/proc/self/mountinfo").read()

@@ -40,6 +40,8 @@ import struct
 
 import numpy as np
 import torch
+from safetensors.torch import load as _load_tensors
+from safetensors.torch import save as _save_tensors
 
 #: Caps on what one frame may hold.
 MAX_TEXT_FRAME = 16 * 2**10
@@ -152,13 +154,11 @@ def encode(value, tensors: dict, depth: int = 0):
 
 def call_body(index: int, ok=None, error: dict | None = None) -> bytes:
     """Return the body of a ``C`` frame: call ``index`` returned ``ok`` or raised ``error``."""
-    from safetensors.torch import save
-
     blob = b""
     if error is None:
         tensors: dict = {}
         header = {"index": index, "ok": encode(ok, tensors)}
-        blob = save(tensors) if tensors else b""
+        blob = _save_tensors(tensors) if tensors else b""
     else:
         header = {"index": index, "error": error}
     head = json.dumps(header).encode()
@@ -188,8 +188,6 @@ def _json(body: bytes, what: str):
 
 def _tensors(blob: bytes) -> dict:
     """Load a safetensors blob after checking its header: known dtypes, bounded count."""
-    from safetensors.torch import load
-
     if not blob:
         return {}
     if len(blob) < 8:
@@ -205,7 +203,7 @@ def _tensors(blob: bytes) -> dict:
                                        or info.get("dtype") not in _DTYPES):
             raise ProtocolError("a tensor of an unexpected dtype")
     try:
-        return load(blob)
+        return _load_tensors(blob)
     except Exception as err:  # noqa: BLE001 - safetensors rejects inconsistent offsets
         raise ProtocolError("inconsistent tensors") from err
 

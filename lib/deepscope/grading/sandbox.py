@@ -57,11 +57,11 @@ it set (`describe`), never by the sandbox: the sandbox either completes every st
 isolation before it runs student code, or reports the failure and runs none.
 
 How a question runs: `run_job` asks the zygote (a process that imported torch once) to fork a
-supervisor, which makes the namespaces and forks the sandbox (`_child`). The grader's clock
-starts at the sandbox's first frame, "ready", which it sends after isolating itself and before
-any student code runs; from then on the grader reads the result and output pipes without ever
-blocking, checks each frame (`protocol.Conversation`), and at the time limit closes the
-supervisor's lifeline: the supervisor kills the sandbox.
+supervisor, which makes the namespaces and forks the sandbox (`_child`, `_isolate`). The
+grader's clock starts at the sandbox's first frame, "ready", which it sends after isolating
+itself and before any student code runs; from then on the grader reads the result and output
+pipes without ever blocking, checks each frame (`protocol.Conversation`), and at the time limit
+closes the supervisor's lifeline: the supervisor kills the sandbox.
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ PATHS = ("namespaces", "bubblewrap")
 #: Set (e.g. on Ctrl-C) to stop every running question at once.
 CANCEL = threading.Event()
 _HERE = Path(__file__).resolve().parent
-_HARNESS = {"_sandbox_protocol": _HERE / "protocol.py", "_sandbox_child": _HERE / "_child.py"}
+_HARNESS = {"_sandbox_protocol": _HERE / "protocol.py", "_sandbox_isolate": _HERE / "_isolate.py",
+            "_sandbox_child": _HERE / "_child.py"}
 _IN_BWRAP = "/run/deepscope-sandbox"
 _BOOT = """\
 import importlib.util, json, sys
@@ -115,12 +116,13 @@ def load(name, path):
     spec.loader.exec_module(module)
     return module
 load("_sandbox_protocol", sys.argv[1])
-child = load("_sandbox_child", sys.argv[2])
+load("_sandbox_isolate", sys.argv[2])
+child = load("_sandbox_child", sys.argv[3])
 """
-_ZYGOTE = _BOOT + "child.serve(int(sys.argv[3]))\n"
+_ZYGOTE = _BOOT + "child.serve(int(sys.argv[4]))\n"
 _READ_BOOT = "import sys; exec(sys.stdin.read())"  # the zygote's command line shows no path
-_INSIDE_BWRAP = _BOOT + "child.bubblewrap_main(int(sys.argv[3]), int(sys.argv[4]), " \
-                        "json.loads(sys.argv[5]))\n"
+_INSIDE_BWRAP = _BOOT + "child.bubblewrap_main(int(sys.argv[4]), int(sys.argv[5]), " \
+                        "json.loads(sys.argv[6]))\n"
 
 
 class IsolationUnavailable(RuntimeError):
@@ -376,10 +378,11 @@ class _Zygote:
         if self.workdir is None:
             self.workdir = tempfile.TemporaryDirectory(prefix="deepscope-grading-")
             os.mkdir(os.path.join(self.workdir.name, "root"))
-        boot = _ZYGOTE.replace("sys.argv[1]", repr(str(_HARNESS["_sandbox_protocol"]))) \
-            .replace("sys.argv[2]", repr(str(_HARNESS["_sandbox_child"])))
+        boot = _ZYGOTE
+        for index, path in enumerate(_HARNESS.values(), start=1):
+            boot = boot.replace(f"sys.argv[{index}]", repr(str(path)))
         self.process = subprocess.Popen(
-            [sys.executable, "-E", "-c", _READ_BOOT, "-", "-", str(child.fileno())],
+            [sys.executable, "-E", "-c", _READ_BOOT, "-", "-", "-", str(child.fileno())],
             pass_fds=(child.fileno(),), stdin=subprocess.PIPE, cwd=self.workdir.name,
             env=environment(), start_new_session=True)
         self.process.stdin.write(boot.encode())
@@ -588,16 +591,17 @@ def run_job(job: dict, *, isolation: str = "namespaces", time_limit: float = TIM
     except protocol.ProtocolError as err:
         ended, detail = "malformed", str(err)
     finally:
+        seconds = time.perf_counter() - ready_at if ready_at else 0.0
         os.close(life_w)  # the supervisor kills the sandbox now, if it still runs
-        _await_supervisor(pid, status_r, exitcode)
+        if ended not in ("done", "exited", "setup"):  # it was stopped: make sure it is gone
+            _await_supervisor(pid, status_r, exitcode)
         for fd in (res_r, out_r, status_r, ctl_r):
             os.close(fd)
     result = ChildResult(calls=conversation.calls, ended=ended, exitcode=exitcode,
                          cell_errors=conversation.cell_errors,
                          setup_error=conversation.setup_error,
                          output=protocol.clean_text(bytes(conversation.output).decode(
-                             "utf-8", "replace"), limit=2000),
-                         seconds=time.perf_counter() - ready_at if ready_at else 0.0)
+                             "utf-8", "replace"), limit=2000), seconds=seconds)
     result.reason = _reason(result, conversation, job, time_limit, memory_limit, output_limit,
                             result_limit, used, detail)
     return result

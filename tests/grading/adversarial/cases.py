@@ -204,6 +204,23 @@ def attack(x):
 """
 
 
+@case("files/inherited-descriptors", "reading other files",
+      "no inherited descriptor leads out of the view: only stdio and the result pipe are open "
+      "(an O_PATH descriptor of a host directory would be a way out)")
+def _():
+    """
+def attack(x):
+    found = []
+    for fd in sorted(int(f) for f in os.listdir("/proc/self/fd")):
+        target = _try(lambda: os.readlink(f"/proc/self/fd/{fd}"))
+        listing = _try(lambda: os.listdir(f"/proc/self/fd/{fd}/"))
+        parent = _try(lambda: os.listdir(f"/proc/self/fd/{fd}/../"))
+        if fd > 2 and not str(target).startswith("pipe:"):
+            found.append(f"{fd} -> {target}: {listing!r:.80} {parent!r:.80}")
+    return found or ["ERR:none"]
+"""
+
+
 @case("files/write-sentinel", "reading other files",
       "files outside the private /tmp cannot be written or truncated: the sentinel is intact")
 def _():
