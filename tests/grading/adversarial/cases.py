@@ -215,7 +215,7 @@ def attack(x):
         target = _try(lambda: os.readlink(f"/proc/self/fd/{fd}"))
         listing = _try(lambda: os.listdir(f"/proc/self/fd/{fd}/"))
         parent = _try(lambda: os.listdir(f"/proc/self/fd/{fd}/../"))
-        if fd > 2 and not str(target).startswith("pipe:"):
+        if fd > 2 and not str(target).startswith(("pipe:", "ERR:")):  # (ERR: the listing's own)
             found.append(f"{fd} -> {target}: {listing!r:.80} {parent!r:.80}")
     return found or ["ERR:none"]
 """
@@ -853,13 +853,16 @@ def _not_unsafe(outcome):
 
 
 @case("signals/see-the-grader", "signals to the parent",
-      "no process outside the sandbox is visible, so none can be signalled")
+      "no process outside the sandbox is visible, so none can be signalled (bubblewrap's own "
+      "init, pid 1 of the sandbox, is the one other process there)")
 def _():
     """
 def attack(x):
     seen = []
     for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:
         cmd = _try(lambda: _read(f"/proc/{pid}/cmdline"))
+        if pid == "1" and str(cmd).startswith(("bwrap", "/usr/bin/bwrap")):
+            continue
         if any(w in str(cmd) for w in ("pytest", "serve(", "deepscope", "grade")):
             seen.append(cmd)
     return seen or ["ERR:none"]
