@@ -10,12 +10,14 @@ what was graded, and ``--resume`` skips the notebooks already graded with the sa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from . import sandbox
@@ -33,14 +35,10 @@ def _write(path: str, text: str) -> None:
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # Ctrl-C waits
-    try:
-        with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.",
-                                         delete=False) as file:
-            file.write(text + "\n")
-        os.replace(file.name, target)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.",
+                                     delete=False) as file:
+        file.write(text + "\n")
+    os.replace(file.name, target)
 
 
 def _json_document(reports: list[Report]) -> dict:
@@ -116,8 +114,7 @@ def cmd_grade(args) -> int:
                 print(clean_text(f"already graded (same sha256): {submission}", None))
             else:
                 report = _grade_one(submission, args, isolation)
-            reports.append(report)
-            _save(reports, args, final=index == len(args.submissions))
+            _record(reports, report, args, final=index == len(args.submissions))
             if key not in done:
                 _show(report, args)
     except GradingError as err:
@@ -131,12 +128,35 @@ def cmd_grade(args) -> int:
     return 1 if any(r.error for r in reports) else 0
 
 
-def _save(reports: list[Report], args, final: bool) -> None:
-    """Rewrite the report files with every notebook graded so far (stdout: only at the end)."""
-    if args.json and (args.json != "-" or final):
-        _write(args.json, json.dumps(_json_document(reports), indent=2, default=str))
-    if args.csv and (args.csv != "-" or final):
-        _write(args.csv, gradebook_csv(reports).rstrip("\n"))
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C until the block ends, then deliver it to the previous handler.
+
+    A handler, not a signal mask: a mask set in the main thread does not stop a process-directed
+    SIGINT from landing in another thread (torch's, the sandbox's), whose handler flag the main
+    thread then acts on at once."""
+    if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
+
+
+def _record(reports: list[Report], report: Report, args, final: bool) -> None:
+    """Add ``report`` and rewrite the report files with every notebook graded so far (stdout:
+    only at the end). Ctrl-C waits until both files hold the same notebooks."""
+    with _ctrl_c_deferred():
+        reports.append(report)
+        if args.json and (args.json != "-" or final):
+            _write(args.json, json.dumps(_json_document(reports), indent=2, default=str))
+        if args.csv and (args.csv != "-" or final):
+            _write(args.csv, gradebook_csv(reports).rstrip("\n"))
 
 
 def _grade_one(submission: str, args, isolation: str) -> Report:
