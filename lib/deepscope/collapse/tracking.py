@@ -18,7 +18,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .._checks import check_int, check_labels, check_module, check_tensor, model_device
+from .._checks import (
+    check_dataset,
+    check_int,
+    check_labels,
+    check_module,
+    check_tensor,
+    model_device,
+)
 from .._guards import eval_mode, removing_hooks
 from .etf import FixedETFHead
 from .metrics import CollapseMetrics, class_means, collapse_metrics, nc1
@@ -106,7 +113,7 @@ def record_features(
             module = _resolve(model, layer, "layers", fn)
             targets.append((names[id(module)], module, False))
     records: dict[str, list[torch.Tensor]] = {key: [] for key, _, _ in targets}
-    with removing_hooks() as handles:
+    with removing_hooks(model) as handles:
         for key, module, on_input in targets:
             store = records[key]
             if on_input:
@@ -125,6 +132,7 @@ def _check_inputs(model, x, fn, batch_size):
     check_tensor(x, "x", fn, min_ndim=2, like="(N, ...)")
     if len(x) == 0:
         raise ValueError(f"{fn}: `x` must hold at least one sample, got none")
+    check_dataset(model, x, "x", fn)
     return check_int(batch_size, "batch_size", fn)
 
 

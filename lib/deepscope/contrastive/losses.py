@@ -25,7 +25,16 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_float, check_int, check_labels, check_same_shape, check_tensor
+from .._checks import (
+    check_finite,
+    check_float,
+    check_int,
+    check_labels,
+    check_like,
+    check_nonempty,
+    check_same_shape,
+    check_tensor,
+)
 
 
 def check_embeddings(z, name: str, fn: str, *, min_rows: int = 1) -> torch.Tensor:
@@ -34,13 +43,14 @@ def check_embeddings(z, name: str, fn: str, *, min_rows: int = 1) -> torch.Tenso
     if len(z) < min_rows:
         raise ValueError(f"{fn}: `{name}` must have at least {min_rows} rows, got shape "
                          f"{tuple(z.shape)}")
-    return z
+    return check_finite(z, name, fn)
 
 
 def _check_views(z1, z2, fn: str) -> None:
     check_embeddings(z1, "z1", fn)
     check_embeddings(z2, "z2", fn)
     check_same_shape(z1, z2, ("z1", "z2"), fn)
+    check_like(z2, z1, "z2", fn, "z1")
     if len(z1) < 2:
         raise ValueError(
             f"{fn}: `z1` and `z2` must hold at least 2 pairs (a batch of N pairs gives each "
@@ -71,6 +81,11 @@ def info_nce(
     fn = "info_nce"
     _check_views(z1, z2, fn)
     temperature = check_float(temperature, "temperature", fn, positive=True)
+    return _nt_xent(z1, z2, temperature, normalize)
+
+
+def _nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, normalize: bool = True):
+    """`info_nce` without its input checks (for training loops: no host sync per step)."""
     n = len(z1)
     z = torch.cat([z1, z2])
     if normalize:
@@ -145,6 +160,7 @@ def negative_weights(similarities: torch.Tensor, temperature: float) -> torch.Te
     """
     fn = "negative_weights"
     check_tensor(similarities, "similarities", fn, min_ndim=1, like="(..., K)")
+    check_finite(check_nonempty(similarities, "similarities", fn, "row"), "similarities", fn)
     temperature = check_float(temperature, "temperature", fn, positive=True)
     return torch.softmax(similarities / temperature, dim=-1)
 
@@ -156,6 +172,8 @@ def weight_entropy(weights: torch.Tensor) -> torch.Tensor:
     Shape (..., K) -> (...).
     """
     check_tensor(weights, "weights", "weight_entropy", min_ndim=1, like="(..., K)")
+    check_finite(check_nonempty(weights, "weights", "weight_entropy", "row"), "weights",
+                 "weight_entropy")
     return -torch.special.xlogy(weights, weights).sum(-1)
 
 
@@ -196,9 +214,11 @@ def anchor_gradients(
         grad_positive (D,), grad_negatives (K, D)).
     """
     fn = "anchor_gradients"
-    check_tensor(anchor, "anchor", fn, ndim=1, like="(D,)")
-    check_same_shape(anchor, positive, ("anchor", "positive"), fn)
+    check_finite(check_tensor(anchor, "anchor", fn, ndim=1, like="(D,)"), "anchor", fn)
+    check_same_shape(anchor, check_tensor(positive, "positive", fn), ("anchor", "positive"), fn)
     check_embeddings(negatives, "negatives", fn)
+    check_like(positive, anchor, "positive", fn, "anchor")
+    check_like(negatives, anchor, "negatives", fn, "anchor")
     if negatives.shape[1] != anchor.shape[0]:
         raise ValueError(
             f"{fn}: `negatives` must have shape (K, {anchor.shape[0]}) to match `anchor`, got "

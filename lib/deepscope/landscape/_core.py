@@ -17,7 +17,16 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .._checks import check_int, check_module, check_tensor, model_device
+from .._checks import (
+    check_dataset,
+    check_finite,
+    check_int,
+    check_like,
+    check_module,
+    check_targets_for_model,
+    check_tensor,
+    model_device,
+)
 from .._guards import eval_mode
 
 Params = dict[str, torch.Tensor]
@@ -83,7 +92,7 @@ def check_point(point, reference: Params, name: str, fn: str) -> Params:
         )
     out = {}
     for n, ref in reference.items():
-        t = check_tensor(point[n], f"{name}[{n!r}]", fn)
+        t = check_finite(check_tensor(point[n], f"{name}[{n!r}]", fn), f"{name}[{n!r}]", fn)
         if t.shape != ref.shape:
             raise ValueError(
                 f"{fn}: `{name}[{n!r}]` must have shape {tuple(ref.shape)} like the model's "
@@ -98,6 +107,10 @@ def as_vector(point: Mapping[str, torch.Tensor]) -> torch.Tensor:
     if not isinstance(point, Mapping) or not point:
         raise TypeError(f"as_vector: `point` must be a non-empty dict name -> tensor, "
                         f"got {type(point).__name__}")
+    first = next(iter(point))
+    for n, t in point.items():
+        check_like(check_tensor(t, f"point[{n!r}]", "as_vector", floating=False), point[first],
+                   f"point[{n!r}]", "as_vector", f"point[{first!r}]")
     return torch.cat([t.reshape(-1) for t in point.values()])
 
 
@@ -112,6 +125,7 @@ def as_point(model_or_point, vector: torch.Tensor) -> Params:
     reference = (trainable_parameters(model_or_point) if isinstance(model_or_point, nn.Module)
                  else dict(model_or_point))
     check_tensor(vector, "vector", fn, ndim=1)
+    check_like(vector, next(iter(reference.values())), "vector", fn, "the parameters")
     total = sum(t.numel() for t in reference.values())
     if vector.numel() != total:
         raise ValueError(f"{fn}: `vector` must have {total} entries (the trainable parameters), "
@@ -127,12 +141,15 @@ def as_point(model_or_point, vector: torch.Tensor) -> Params:
 # Data and losses
 
 
-def data_batches(data, fn: str, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def data_batches(data, fn: str, device: torch.device, model: nn.Module | None = None,
+                 loss_fn=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Return the data as a list of (x, y) batches on ``device``.
 
     ``data`` is a pair ``(x, y)`` of tensors (one batch: the whole set) or an iterable of
     ``(x, y)`` batches such as a DataLoader. The loss of the whole data is the mean of the batch
-    losses weighted by batch size (exact when ``loss_fn`` averages over its batch).
+    losses weighted by batch size (exact when ``loss_fn`` averages over its batch). Values must
+    be finite; with ``model``, inputs must have its floating dtype and, for a classification
+    ``loss_fn``, integer labels must be among its classes (`check_targets_for_model`).
     """
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         batches = [tuple(data)]
@@ -149,22 +166,28 @@ def data_batches(data, fn: str, device: torch.device) -> list[tuple[torch.Tensor
             raise TypeError(f"{fn}: each batch of `data` must be a pair (x, y), got "
                             f"{type(batch).__name__} at position {i}")
         x, y = batch
-        check_tensor(x, "data x", fn, min_ndim=1, floating=False)
-        check_tensor(y, "data y", fn, min_ndim=1, floating=False)
+        check_dataset(model, check_tensor(x, "data x", fn, min_ndim=1, floating=False), "data x",
+                      fn)
+        check_dataset(None, check_tensor(y, "data y", fn, min_ndim=1, floating=False), "data y",
+                      fn)
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"{fn}: `data` inputs and targets must have the same, non-zero "
                              f"length, got {len(x)} and {len(y)}")
         out.append((x.to(device), y.to(device)))
+    if model is not None:
+        check_targets_for_model(model, out[0][0], [y for _, y in out], "data y", fn, loss_fn)
     return out
 
 
-def pair_data(data, fn: str, device: torch.device, name: str = "data"):
-    """Return ``(x, y)`` on ``device`` after checking ``data`` is one pair of tensors."""
+def pair_data(data, fn: str, device: torch.device, name: str = "data",
+              model: nn.Module | None = None, loss_fn=None):
+    """Return ``(x, y)`` on ``device`` after checking ``data`` is one pair of tensors (and, with
+    ``model``, matches it as in `data_batches`)."""
     if not (isinstance(data, (tuple, list)) and len(data) == 2
             and all(isinstance(t, torch.Tensor) for t in data)):
         raise TypeError(f"{fn}: `{name}` must be a pair (x, y) of tensors, "
                         f"got {type(data).__name__}")
-    return data_batches(data, fn, device)[0]
+    return data_batches(data, fn, device, model, loss_fn)[0]
 
 
 def check_loss_fn(loss_fn, fn: str) -> Callable:
@@ -260,7 +283,7 @@ def evaluate_combinations(
         asked).
     """
     device = model_device(model)
-    batches = data_batches(data, fn, device)
+    batches = data_batches(data, fn, device, model, loss_fn)
     frozen = _frozen_state(model)
     if batch_size is None:
         largest = max(len(x) for x, _ in batches)

@@ -65,7 +65,7 @@ class HessianOperator:
         first = next(iter(self.params.values()))
         self.dim = sum(p.numel() for p in self.params.values())
         self.dtype, self.device = first.dtype, first.device
-        self.batches = data_batches(data, fn, model_device(model))
+        self.batches = data_batches(data, fn, model_device(model), model, loss_fn)
         self.frozen = _frozen_state(model)
         self.calls = 0
         self._graph = self._gradient_graph(self.batches) if len(self.batches) == 1 else None

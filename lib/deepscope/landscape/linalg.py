@@ -21,7 +21,14 @@ from collections.abc import Callable
 
 import torch
 
-from .._checks import check_float, check_int, check_tensor
+from .._checks import (
+    check_finite,
+    check_float,
+    check_int,
+    check_like,
+    check_nonempty,
+    check_tensor,
+)
 from .._warnings import ConvergenceWarning
 
 __all__ = ["power_iteration", "lanczos", "ritz_pairs"]
@@ -171,6 +178,14 @@ def ritz_pairs(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, t
     """Return the eigenvalues (ascending) and eigenvectors of the tridiagonal matrix T with
     diagonal ``alpha`` (m,) and off-diagonals ``beta`` (m - 1,): the Ritz values of Lanczos and,
     as the squared first components of the eigenvectors, the weights of its quadrature rule."""
+    fn = "ritz_pairs"
+    check_finite(check_nonempty(check_tensor(alpha, "alpha", fn, ndim=1), "alpha", fn, "entry"),
+                 "alpha", fn)
+    if not isinstance(beta, torch.Tensor) or beta.shape != (len(alpha) - 1,):
+        got = tuple(beta.shape) if isinstance(beta, torch.Tensor) else type(beta).__name__
+        raise ValueError(f"{fn}: `beta` must have shape ({len(alpha) - 1},) (one fewer than "
+                         f"`alpha`), got {got}")
+    check_like(beta, alpha, "beta", fn, "alpha")
     T = torch.diag(alpha)
     if len(beta):
         T = T + torch.diag(beta, 1) + torch.diag(beta, -1)

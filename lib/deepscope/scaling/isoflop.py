@@ -119,10 +119,17 @@ def fit_isoflop_optima(profiles: list[IsoFLOPProfile], *, interior_only: bool = 
         An `IsoFLOPFit` (a, b, k_N, k_D, n_budgets). Needs at least 2 usable budgets.
     """
     fn = "fit_isoflop_optima"
+    if not isinstance(profiles, (list, tuple)) or not all(
+            isinstance(p, IsoFLOPProfile) for p in profiles):
+        raise TypeError(f"{fn}: `profiles` must be a list of IsoFLOPProfile (from "
+                        f"isoflop_profiles), got {type(profiles).__name__}")
+    for i, p in enumerate(profiles):
+        as_array([p.C, *([p.N_opt, p.D_opt] if np.isfinite(p.N_opt) else [])],
+                 f"profiles[{i}]", fn)  # budgets and optima: finite and > 0 (NaN: no optimum)
     usable = [p for p in profiles if np.isfinite(p.N_opt) and (p.interior or not interior_only)]
     if len(usable) < 2:
-        raise ValueError(f"{fn}: need at least 2 budgets with a usable optimum, got {len(usable)} "
-                         f"of {len(profiles)} (widen the range of sizes per budget)")
+        raise ValueError(f"{fn}: `profiles`: need at least 2 budgets with a usable optimum, got "
+                         f"{len(usable)} of {len(profiles)} (widen the range of sizes per budget)")
     log_c = np.log([p.C for p in usable])
     a, log_kn = np.polyfit(log_c, np.log([p.N_opt for p in usable]), 1)
     b, log_kd = np.polyfit(log_c, np.log([p.D_opt for p in usable]), 1)
