@@ -191,21 +191,22 @@ def test_guards_work_off_the_main_thread():
 def test_sam_step_interrupted_leaves_the_weights_before_or_after_the_step():
     """SAM perturbs the weights between its two passes: an interrupt anywhere must leave them at
     w (before the step) or at the completed step, never at w + e."""
-    import copy
-
     from deepscope import landscape
 
     x, y = make_data()
     x = x.flatten(1)
     gen = torch.Generator().manual_seed(0)
     outcomes = Counter()
-    for i in range(40):
+    def make(i):
         torch.manual_seed(i)
         model = nn.Sequential(nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 3)).double()
-        opt = landscape.SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1)
-        ref_model, ref_opt = copy.deepcopy((model, opt))
+        return model, landscape.SAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1)
+
+    for i in range(40):
+        model, opt = make(i)
+        ref_model, ref_opt = make(i)  # the same step, uninterrupted
         ref_opt.step(functools.partial(_closure_for, ref_model, ref_opt, x, y))
-        probe_model, probe_opt = copy.deepcopy((model, opt))
+        probe_model, probe_opt = make(i)
         events = count_events(functools.partial(
             probe_opt.step, functools.partial(_closure_for, probe_model, probe_opt, x, y)))
         before = [p.detach().clone() for p in model.parameters()]
