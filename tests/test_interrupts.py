@@ -31,7 +31,7 @@ from torch import nn
 
 MIN_INTERRUPTED = 200  # interrupted calls required across all functions (issue 13)
 VERBOSE = False
-DEPTH = 24  # extra Linear+Tanh pairs: many modules, as in a ResNet, so restore loops take time
+DEPTH = 8  # extra Linear+Tanh pairs: many modules, as in a ResNet, so restore loops take time
 
 
 def make_model() -> nn.Module:
@@ -275,7 +275,7 @@ def _cases():
         "grad_cam_plus_plus": lambda m, x, y: saliency.grad_cam_plus_plus(m, x, y, "4"),
         "layer_gradients": lambda m, x, y: saliency.layer_gradients(m, x, y, "4"),
         "model_randomization": lambda m, x, y: saliency.model_randomization(
-            m, x, y, saliency.gradient, progress=False),
+            m, x, y, saliency.gradient, layers=["0", "10"], progress=False),
         "pgd_attack": lambda m, x, y: saliency.pgd_attack(m, x, y, 0.1, steps=3, seed=0),
         "slice_1d": lambda m, x, y: landscape.slice_1d(m, direction(m, 0), ce, (x, y),
                                                        torch.linspace(-1, 1, 5), progress=False),
@@ -289,10 +289,10 @@ def _cases():
         "hvp": lambda m, x, y: landscape.hvp(m, ce, [(x[:6], y[:6]), (x[6:], y[6:])],
                                              direction(m, 2)),
         "top_eigenvalues": lambda m, x, y: landscape.top_eigenvalues(m, ce, (x, y), k=1,
-                                                                     max_iter=8, seed=0),
+                                                                     max_iter=4, seed=0),
         "hessian_trace": lambda m, x, y: landscape.hessian_trace(m, ce, (x, y), samples=4,
                                                                  seed=0),
-        "spectral_density": lambda m, x, y: landscape.spectral_density(m, ce, (x, y), iters=6,
+        "spectral_density": lambda m, x, y: landscape.spectral_density(m, ce, (x, y), iters=4,
                                                                        runs=1),
         "fit_bezier": bezier,
         "curve_losses": curve,
