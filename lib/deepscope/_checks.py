@@ -286,34 +286,78 @@ def is_classification_loss(loss_fn) -> bool:
         or isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
 
 
+def _model_classes(model: nn.Module, x: torch.Tensor) -> int | None:
+    """Return C for a model that maps ``x`` to class scores (B, C), read from one forward pass
+    of one sample in eval mode without gradients (the model is restored; a user's forward hooks
+    see that one extra pass); None for other outputs."""
+    from ._guards import eval_mode
+
+    with torch.no_grad(), eval_mode(model):
+        out = model(x[:1].to(model_device(model)))
+    return out.shape[1] if isinstance(out, torch.Tensor) and out.dim() == 2 else None
+
+
+def _class_bounds(model, x, low: int, high: int, name: str, fn: str) -> None:
+    if low < 0:
+        raise ValueError(f"{fn}: `{name}` must hold class labels >= 0, got {low}")
+    classes = _model_classes(model, x)
+    if classes is not None and high >= classes:
+        raise ValueError(f"{fn}: `{name}` must hold class labels < {classes} (the model's "
+                         f"number of outputs), got {high}")
+
+
+def _is_labels(y) -> bool:
+    return isinstance(y, torch.Tensor) and y.dim() == 1 and y.numel() > 0 and not (
+        y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
+
+
 def check_targets_for_model(model: nn.Module, x: torch.Tensor, y, name: str, fn: str,
                             loss_fn=None) -> None:
     """Raise ``ValueError`` when integer class labels ``y`` (N,) (or a list of such tensors,
     one per batch) fall outside the classes of a model that returns class scores (B, C):
     negative, or >= C. Checked only for a classification loss (`is_classification_loss`): with
-    another ``loss_fn``, integer targets may mean anything.
-
-    C is read from one forward pass of one sample in eval mode without gradients (the model is
-    restored; a user's forward hooks see that one extra pass). Two host syncs per batch of
-    labels, once per call.
+    another ``loss_fn``, integer targets may mean anything. One host read-back per tensor of
+    labels, and one forward pass of one sample (`_model_classes`).
     """
-    labels = [t for t in (y if isinstance(y, (list, tuple)) else [y])
-              if isinstance(t, torch.Tensor) and t.dim() == 1 and t.numel()
-              and not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)]
+    labels = [t for t in (y if isinstance(y, (list, tuple)) else [y]) if _is_labels(t)]
     if not labels or len(x) == 0 or not isinstance(model, nn.Module) or \
             not is_classification_loss(loss_fn):
         return
-    low = min(int(t.min()) for t in labels)
-    high = max(int(t.max()) for t in labels)
-    if low < 0:
-        raise ValueError(f"{fn}: `{name}` must hold class labels >= 0, got {low}")
-    from ._guards import eval_mode
+    bounds = [torch.stack([t.min(), t.max()]).tolist() for t in labels]
+    _class_bounds(model, x, min(b[0] for b in bounds), max(b[1] for b in bounds), name, fn)
 
-    with torch.no_grad(), eval_mode(model):
-        out = model(x[:1].to(model_device(model)))
-    if isinstance(out, torch.Tensor) and out.dim() == 2 and high >= out.shape[1]:
-        raise ValueError(f"{fn}: `{name}` must hold class labels < {out.shape[1]} (the model's "
-                         f"number of outputs), got {high}")
+
+def check_data(model: nn.Module | None, batches, fn: str, names=("data x", "data y"),
+               loss_fn=None) -> None:
+    """Check a dataset given as (x, y) batches, with one host read-back per batch: real values
+    (not meta), inputs of the model's floating dtype, finite inputs (and floating targets), and,
+    for a classification ``loss_fn``, integer labels among the model's classes."""
+    xname, yname = names
+    module = model if isinstance(model, nn.Module) else None
+    dtype = model_dtype(module) if module is not None else None
+    classify = module is not None and is_classification_loss(loss_fn)
+    low = high = None
+    for x, y in batches:
+        check_not_meta(x, xname, fn)
+        check_not_meta(y, yname, fn)
+        check_dtype_matches(x, dtype, xname, fn)
+        floats = [(t, n) for t, n in ((x, xname), (y, yname))
+                  if (t.is_floating_point() or t.is_complex()) and t.numel()]
+        stats = [(~torch.isfinite(t)).sum() for t, _ in floats]
+        labels = classify and _is_labels(y)
+        if labels:
+            stats += [y.min().to(torch.int64), y.max().to(torch.int64)]
+        if not stats:
+            continue
+        values = torch.stack([v.to(stats[0].device) for v in stats]).tolist()  # one read-back
+        for (t, n), bad in zip(floats, values):
+            if bad:
+                check_finite(t, n, fn)  # raises, naming the first bad entry
+        if labels:
+            low = values[-2] if low is None else min(low, values[-2])
+            high = values[-1] if high is None else max(high, values[-1])
+    if low is not None:
+        _class_bounds(module, batches[0][0], low, high, yname, fn)
 
 
 def check_like(t: torch.Tensor, ref: torch.Tensor, name: str, fn: str, ref_name: str = "x", *,

@@ -33,11 +33,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._checks import (
-    check_dataset,
+    check_data,
     check_float,
     check_int,
     check_module,
-    check_targets_for_model,
     check_tensor,
     model_device,
 )
@@ -78,7 +77,7 @@ class History:
 def _check_pair(data, name: str, fn: str, model: nn.Module | None = None, loss_fn=None):
     """Return ``(x, y)`` if ``data`` is a pair of tensors, else None (an iterable of batches).
     The pair must hold finite values; with ``model``, inputs of its floating dtype and, for a
-    classification ``loss_fn``, integer labels among its classes (`check_targets_for_model`)."""
+    classification ``loss_fn``, integer labels among its classes (`check_data`)."""
     if isinstance(data, (tuple, list)):
         if len(data) != 2:
             raise ValueError(f"{fn}: `{name}` must be a pair (x, y), got {len(data)} items")
@@ -91,10 +90,7 @@ def _check_pair(data, name: str, fn: str, model: nn.Module | None = None, loss_f
             )
         if len(x) == 0:
             raise ValueError(f"{fn}: `{name}` is empty")
-        check_dataset(model, x, f"{name}[0]", fn)
-        check_dataset(None, y, f"{name}[1]", fn)
-        if model is not None:
-            check_targets_for_model(model, x, y, f"{name}[1]", fn, loss_fn)
+        check_data(model, [(x, y)], fn, (f"{name}[0]", f"{name}[1]"), loss_fn)
         return x, y
     if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
         raise TypeError(

@@ -19,12 +19,12 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .._checks import (
-    check_dataset,
+    check_data,
     check_finite,
     check_int,
     check_like,
     check_module,
-    check_targets_for_model,
+    check_not_meta,
     check_tensor,
     model_device,
 )
@@ -155,7 +155,7 @@ def data_batches(data, fn: str, device: torch.device | None, model: nn.Module | 
     where they are and the caller moves one at a time (`on_device`), so the device never holds
     more than one batch of a large dataset. Values must be finite; with ``model``, inputs must
     have its floating dtype and, for a classification ``loss_fn``, integer labels must be among
-    its classes (`check_targets_for_model`).
+    its classes (`check_data`: one host read-back per batch).
     """
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         batches = [tuple(data)]
@@ -172,16 +172,13 @@ def data_batches(data, fn: str, device: torch.device | None, model: nn.Module | 
             raise TypeError(f"{fn}: each batch of `data` must be a pair (x, y), got "
                             f"{type(batch).__name__} at position {i}")
         x, y = batch
-        check_dataset(model, check_tensor(x, "data x", fn, min_ndim=1, floating=False), "data x",
-                      fn)
-        check_dataset(None, check_tensor(y, "data y", fn, min_ndim=1, floating=False), "data y",
-                      fn)
+        check_not_meta(check_tensor(x, "data x", fn, min_ndim=1, floating=False), "data x", fn)
+        check_not_meta(check_tensor(y, "data y", fn, min_ndim=1, floating=False), "data y", fn)
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"{fn}: `data` inputs and targets must have the same, non-zero "
                              f"length, got {len(x)} and {len(y)}")
         out.append((x, y) if device is None else on_device((x, y), device))
-    if model is not None:
-        check_targets_for_model(model, out[0][0], [y for _, y in out], "data y", fn, loss_fn)
+    check_data(model, out, fn, ("data x", "data y"), loss_fn)
     return out
 
 
