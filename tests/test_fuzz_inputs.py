@@ -90,6 +90,8 @@ ACCEPTED: dict[tuple[str, str], str] = {
     ("self_duality", "dtype"): "computed in float64 whatever the inputs' dtypes",
     ("ncc_mismatch", "dtype"): "computed in float64 whatever the inputs' dtypes",
     ("markov_loss", "dtype"): "computed in float64 whatever the chain's dtype",
+    ("ritz_pairs", "dtype"): "T is decomposed on the host in float64 whatever the dtypes of "
+                             "alpha and beta (documented: low-precision Lanczos)",
     ("cache_key", "dtype"): "a key hashes any data; training it is fit's concern",
     ("cache_key", "target"): "a key hashes any data; training it is fit's concern",
 }
