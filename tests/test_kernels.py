@@ -164,6 +164,19 @@ def test_smoke_mode_tolerates_asserts_and_nothing_else(tmp_path):
     assert "bad.ipynb, cell 1: NameError" in results[1].error
 
 
+def test_smoke_mode_lets_an_assignments_stub_raise(tmp_path):
+    """An assignment's stub cell is tagged ``raises-exception``: its NotImplementedError is by
+    design in both modes (CI's smoke stage once failed every assignment on it)."""
+    nb = _notebook(tmp_path / "assignment.ipynb", "raise NotImplementedError('your code')",
+                   "y = 2", "raise NotImplementedError('untagged')")
+    book = nbformat.read(nb, as_version=4)
+    book.cells[0].metadata["tags"] = ["raises-exception"]
+    nbformat.write(book, nb)
+    result = execute_book.run([nb], tmp_path / "out", workers=1, timeout=60, smoke=True)[0]
+    assert result.error == "assignment.ipynb, cell 2: NotImplementedError: untagged"
+    assert result.tolerated == []
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_an_interrupted_run_leaves_no_process_behind(tmp_path, how):
     """Kill a two-worker run midway: no kernel, worker or child of it survives."""

@@ -71,6 +71,15 @@ def _add_grading_commands(sub) -> None:
     p.add_argument("--device", default="cpu", help="where inputs and references live "
                    "(cuda adds real device checks; default cpu)")
     p.add_argument("--jobs", type=int, default=1, help="questions graded in parallel")
+    p.add_argument("--resume", action="store_true", help="skip the notebooks that the --json "
+                   "file already holds with the same sha256 (after a crash or Ctrl-C)")
+    p.add_argument("--isolation", default="auto",
+                   choices=("auto", "namespaces", "bubblewrap", "none"),
+                   help="how submissions are isolated (default auto: Linux namespaces, else "
+                   "bubblewrap; none needs --trust-submissions)")
+    p.add_argument("--trust-submissions", action="store_true",
+                   help="grade even where no isolation is available: the submissions' code "
+                   "then runs with your permissions (every report says so)")
     p.add_argument("--brief", action="store_true", help="the table without failure details")
     p.add_argument("--quiet", action="store_true", help="one line per submission")
     p.set_defaults(handler=_grading("cmd_grade"))

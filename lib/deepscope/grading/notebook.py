@@ -96,8 +96,12 @@ def python_source(source: str) -> str:
 def _analyse(cell: Cell) -> Cell:
     try:
         tree = ast.parse(cell.source)
+        table = symtable.symtable(cell.source, "<cell>", "exec")
     except SyntaxError as err:
         cell.syntax_error = f"SyntaxError: {err.msg} (line {err.lineno})"
+        return cell
+    except (ValueError, RecursionError, MemoryError) as err:  # null bytes, absurd nesting
+        cell.syntax_error = f"{type(err).__name__}: the cell cannot be parsed"
         return cell
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -109,7 +113,7 @@ def _analyse(cell: Cell) -> Cell:
             for sub in ast.walk(node):
                 if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
                     cell.defines.add(sub.id)
-    cell.uses = _global_references(symtable.symtable(cell.source, "<cell>", "exec")) - _BUILTINS
+    cell.uses = _global_references(table) - _BUILTINS
     return cell
 
 

@@ -7,6 +7,8 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 
+from .protocol import clean_text
+
 #: Version of the JSON report's layout (bump when a field changes meaning).
 REPORT_FORMAT = 1
 
@@ -137,11 +139,19 @@ class Report:
                     lines.append(f"   note: {w}")
         for w in self.warnings:
             lines.append(f"WARNING: {w}")
-        return "\n".join(lines)
+        return clean_text("\n".join(lines), limit=None)  # no terminal escapes, whatever came
+
+
+def spreadsheet_safe(value) -> str:
+    """A CSV cell that a spreadsheet shows as text: no control characters, and a leading
+    ``=``, ``+``, ``-``, ``@`` (a formula: CSV injection) escaped with an apostrophe."""
+    text = clean_text(value, limit=None)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def gradebook_csv(reports: list[Report]) -> str:
-    """Return one CSV row per submission: file, assignment, points per question, total."""
+    """Return one CSV row per submission: file, assignment, points per question, total, max,
+    why it was not graded, and the isolation it was graded under."""
     functions: list[str] = []
     for r in reports:
         for q in r.questions:
@@ -149,10 +159,14 @@ def gradebook_csv(reports: list[Report]) -> str:
                 functions.append(q.function)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["submission", "assignment", *functions, "total", "max", "error"])
+    writer.writerow(["submission", "assignment", *map(spreadsheet_safe, functions), "total",
+                     "max", "error", "isolation"])
     for r in reports:
         by_name = {q.function: q.points for q in r.questions}
         points = [_fmt(by_name.get(f, 0.0)) for f in functions]
-        writer.writerow([r.submission, r.assignment, *points, _fmt(r.points), _fmt(r.max_points),
-                         r.error])
+        isolation = r.sandbox.get("isolation", "")
+        writer.writerow([spreadsheet_safe(r.submission), spreadsheet_safe(r.assignment), *points,
+                         _fmt(r.points), _fmt(r.max_points), spreadsheet_safe(r.error),
+                         "NOT ISOLATED (--trust-submissions)" if isolation == "none"
+                         else isolation])
     return buffer.getvalue()

@@ -1,10 +1,11 @@
 """Grade a submission: find its answer cells, run each question in the sandbox, judge, report.
 
 Order matters for trust: every check's inputs and expected values are computed in this process
-*before* any student code runs, and only plain data ever comes back from the sandbox; the
-verdicts are decided here. The grader's own files are hashed before and after, and a change is
-reported loudly where the sandbox could not mount the filesystem read-only (elsewhere the
-submission cannot have written, and a change is someone editing the library meanwhile).
+*before* any student code runs, only plain, checked data ever comes back from the sandbox
+(`protocol`), and the verdicts are decided here. Every field of the report (points, timings,
+problems, the ``sandbox`` description) is written here, never by the sandbox. Student-facing
+messages come from `Fail` texts and the sandbox's (cleaned) error reports only: an exception
+inside a check is named by its type, never shown with its text or the check's source.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import torch
 
 from . import sandbox
 from .checks import Assignment, CaseContext, Check, Fail, Question
-from .notebook import Cell, NotebookError, _analyse, cells_for, code_cells, read_notebook
+from .intake import read_submission
+from .notebook import Cell, _analyse, cells_for
 from .report import CheckResult, QuestionResult, Report
 
 #: The book's assignments: id -> module defining ``ASSIGNMENT`` (imported on first use, so the
@@ -148,7 +150,8 @@ def _judge(question: Question, built: list, child: sandbox.ChildResult) -> list[
             except Fail as fail:
                 message = str(fail) or "failed"
             except Exception as err:  # noqa: BLE001 - an answer the judge could not even read
-                message = f"the returned value could not be checked: {type(err).__name__}: {err}"
+                # Only the type: the text may quote the check (a private file's secrets).
+                message = f"the returned value could not be checked: {type(err).__name__}"
         if message and check.hint and not message.startswith("not implemented"):
             message += f"\nHint: {check.hint}"
         passed = not message
@@ -162,7 +165,11 @@ def _build_checks(question: Question, device) -> list:
     ctx = CaseContext(device=torch.device(device))
     built = []
     for index, check in enumerate(question.checks, start=1):
-        made_calls, judge = check.build(ctx)
+        try:
+            made_calls, judge = check.build(ctx)
+        except Exception as err:  # noqa: BLE001 - the teacher's check, not the student's
+            raise GradingError(f"check {check.name!r} of {question.function} could not build "
+                               f"its inputs: {type(err).__name__}: {err}") from err
         for call in made_calls:
             call.label = f"check {index}: {check.name}"
         built.append((made_calls, judge))
@@ -170,7 +177,9 @@ def _build_checks(question: Question, device) -> list:
 
 
 def _grade_question(number: int, question: Question, built: list, assignment: Assignment,
-                    cells, limits: dict) -> tuple[QuestionResult, dict]:
+                    cells, limits: dict) -> tuple[QuestionResult, str]:
+    """Grade one question in its own sandbox; return its result and, when the grader itself
+    failed to run it (sandbox set-up), the reason."""
     calls = [call for made_calls, _ in built for call in made_calls]
     provided = _analyse(Cell(0, assignment.preamble)).defines
     needed, problem = cells_for(cells, question.function, provided)
@@ -180,7 +189,7 @@ def _grade_question(number: int, question: Question, built: list, assignment: As
         result.problem = problem
         result.checks = [CheckResult(c.name, 0.0, float(c.points), False, problem)
                          for c in question.checks]
-        return result, {}
+        return result, ""
     reached = set().union(*(c.uses for c in needed))
     substituted = sorted(name for name in assignment.substitutes
                          if name != question.function and name in reached)
@@ -193,20 +202,21 @@ def _grade_question(number: int, question: Question, built: list, assignment: As
            "calls": [(c.args, c.kwargs, c.grad_of) for c in calls],
            "labels": [c.label for c in calls],
            "forbidden": list(assignment.forbidden)}
-    time_limit = limits.get("time_limit") or question.time_limit
-    child = sandbox.run_job(job, time_limit=time_limit,
-                            memory_limit=limits.get("memory_limit", sandbox.MEMORY_LIMIT),
-                            namespaces=limits.get("namespaces", True))
+    child = sandbox.run_job(job, isolation=limits["isolation"],
+                            time_limit=limits.get("time_limit") or question.time_limit,
+                            memory_limit=limits.get("memory_limit"), device=limits["device"])
+    if child.ended == "cancelled":
+        raise KeyboardInterrupt
     result.seconds = child.seconds
     result.output = child.output
     result.checks = _judge(question, built, child)
     if child.ended != "done":
         result.problem = child.reason
     for error in child.cell_errors:
-        where = f"answer cell {error['cell']}" if error.get("cell") not in (None, "None") \
+        where = f"answer cell {error['cell']}" if error.get("cell") is not None \
             else "the sandbox"
         result.warnings.append(f"{where} raised at its top level: {_error_text(error)}")
-    return result, child.sandbox
+    return result, (child.reason if child.ended in ("setup", "startup") else "")
 
 
 def grade(
@@ -219,7 +229,8 @@ def grade(
     time_limit: float | None = None,
     memory_limit: int | None = sandbox.MEMORY_LIMIT,
     jobs: int = 1,
-    namespaces: bool = True,
+    isolation: str = "auto",
+    trust_submissions: bool = False,
 ) -> Report:
     """Grade one submitted notebook; return its `Report`.
 
@@ -230,33 +241,34 @@ def grade(
         questions: grade only these functions (default: every question).
         private_checks: teachers' extra check files (see `with_private_checks`).
         device: where inputs are built and references computed (``"cuda"`` adds real device
-            preservation checks); the sandbox then runs without an address-space limit.
+            preservation checks; the GPU is bound into the sandbox).
         time_limit: wall-clock seconds per question (default: each question's own limit).
-        memory_limit: address-space bytes per question on the CPU (None: unlimited).
-        jobs: questions graded at the same time (each in its own process).
-        namespaces: isolate with Linux namespaces where the kernel allows it.
+        memory_limit: bytes per question (None: unlimited); see `sandbox`.
+        jobs: questions graded at the same time (each in its own sandbox).
+        isolation: ``"auto"`` (namespaces, else bubblewrap), ``"namespaces"``,
+            ``"bubblewrap"`` or ``"none"``; see `sandbox.choose`.
+        trust_submissions: allow grading without isolation where none is available.
 
     Returns:
         A `Report`; a notebook that cannot be read gets a report with ``error`` set and 0 points.
+
+    Raises:
+        GradingError: the grader cannot start (unknown assignment, broken check file, no
+            isolation available and submissions not trusted).
     """
     start = time.perf_counter()
+    try:
+        path_kind = sandbox.choose(isolation, trust_submissions)
+    except sandbox.IsolationUnavailable as err:
+        raise GradingError(str(err)) from err
     sandbox.warm_up()  # the zygote imports torch while this process reads and prepares
-    path = Path(submission)
     report = Report(submission=str(submission), device=str(device),
                     started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     from .. import __version__
 
     report.grader = f"deepscope {__version__}"
-    try:
-        report.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        pass
-    try:
-        nb = read_notebook(path)
-        cells, tagged = code_cells(nb)
-    except NotebookError as err:
-        nb, cells, tagged = None, [], True
-        report.error = str(err)
+    read = read_submission(submission)
+    report.sha256, cells, report.error = read.sha256, read.cells, read.error
     if isinstance(assignment, str):
         assignment = load_assignment(assignment)
     elif assignment is None:
@@ -270,7 +282,10 @@ def grade(
     if private_checks:
         assignment = with_private_checks(assignment, private_checks)
     report.assignment, report.title = assignment.id, assignment.title
-    if not tagged:
+    report.sandbox = sandbox.describe(path_kind, memory_limit, time_limit, str(device))
+    if path_kind == "none":
+        report.warnings.append(report.sandbox["warning"])
+    if not read.tagged:
         report.warnings.append("no cell is tagged 'answer' (were the tags removed?); every code "
                                "cell was considered")
     chosen = [(n, q) for n, q in enumerate(assignment.questions, start=1)
@@ -279,27 +294,32 @@ def grade(
         unknown = set(questions) - {q.function for q in assignment.questions}
         if unknown:
             raise GradingError(f"assignment {assignment.id} has no question(s) {sorted(unknown)}")
-    limits = {"time_limit": time_limit, "memory_limit": None if str(device) != "cpu" else
-              memory_limit, "namespaces": namespaces and str(device) == "cpu"}
-    before = _grader_files_digest()
+    limits = {"time_limit": time_limit, "memory_limit": memory_limit, "device": str(device),
+              "isolation": path_kind}
+    before = _grader_files_digest() if path_kind == "none" else ""
+    if not report.error:
+        # Every check is built first, in order, so the seeded inputs and references are the same
+        # whatever ``jobs`` is; only the sandboxed runs go in parallel.
+        built = [_build_checks(q, device) for _, q in chosen]
+        sandbox.CANCEL.clear()
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            try:
+                graded = list(pool.map(
+                    lambda item: _grade_question(item[0][0], item[0][1], item[1], assignment,
+                                                 cells, limits), zip(chosen, built)))
+            except KeyboardInterrupt:
+                sandbox.CANCEL.set()  # the running questions stop now, not at their limits
+                raise
+        report.questions = [q for q, _ in graded]
+        failures = [why for _, why in graded if why]
+        if failures:
+            report.error = f"the grader could not run this notebook: {failures[0]}"
     if report.error:
         report.questions = [QuestionResult(n, q.function, q.title, [
             CheckResult(c.name, 0.0, float(c.points), False, report.error) for c in q.checks],
             problem=report.error) for n, q in chosen]
-    else:
-        # Every check is built first, in order, so the seeded inputs and references are the same
-        # whatever ``jobs`` is; only the sandboxed runs go in parallel.
-        built = [_build_checks(q, device) for _, q in chosen]
-        with ThreadPoolExecutor(max(1, jobs)) as pool:
-            graded = list(pool.map(
-                lambda item: _grade_question(item[0][0], item[0][1], item[1], assignment, cells,
-                                             limits), zip(chosen, built)))
-        report.questions = [q for q, _ in graded]
-        report.sandbox = next((s for _, s in graded if s), {})
-    read_only = report.sandbox.get("filesystem") == "read-only"
-    if not read_only and _grader_files_digest() != before:
+    if before and _grader_files_digest() != before:
         report.warnings.append("the grader's own files changed while this submission was "
-                               "graded; the results above were computed before, but check the "
-                               "installation and the submission")
+                               "graded without isolation; check the installation")
     report.seconds = time.perf_counter() - start
     return report
