@@ -55,6 +55,10 @@ NAMED = re.compile(r"^[A-Za-z_][\w.]*: .*`[^`]+`", re.S)  # "<function>: ... `<a
 NUM_CLASSES = 3
 CASE_SECONDS = 60  # a case that runs longer is a hang: reported as a raw failure
 
+_SWEEP = ("raw on purpose: a config is whatever `run` takes; run_sweep runs every config and "
+          "raises one SweepError holding each run's own (named) error, so that one bad config "
+          "does not lose the others (documented)")
+
 #: Cases whose "bad" input is in fact valid, (function, kind) -> why. Each is still run: it must
 #: not fail with a raw error (unless its reason starts "raw on purpose"), and a NaN/inf case
 #: must not return a finite answer.
@@ -94,6 +98,18 @@ ACCEPTED: dict[tuple[str, str], str] = {
                              "alpha and beta (documented: low-precision Lanczos)",
     ("cache_key", "dtype"): "a key hashes any data; training it is fit's concern",
     ("cache_key", "target"): "a key hashes any data; training it is fit's concern",
+    ("run_key", "nan"): "a key hashes any config; running it is the run function's concern",
+    ("run_key", "inf"): "a key hashes any config; running it is the run function's concern",
+    ("run_key", "dtype"): "a key hashes any config; running it is the run function's concern",
+    ("run_key", "type"): "a key hashes any config; running it is the run function's concern",
+    ("slice_curvature", "dtype"): "losses are read in float64 whatever their dtype (documented)",
+    ("slice_curvature", "type"): "losses: any 1-D sequence of numbers (e.g. a list)",
+    ("slice_nonconvexity", "dtype"): "losses are read in float64 whatever their dtype",
+    ("slice_nonconvexity", "type"): "losses: any (len(ys), len(xs)) nested sequence of numbers",
+    ("run_sweep", "nan"): _SWEEP, ("run_sweep", "inf"): _SWEEP, ("run_sweep", "dtype"): _SWEEP,
+    ("run_sweep", "type"): _SWEEP,
+    ("blank_maps", "ndim"): "(B, D) attributions are a valid layout: (8, 8) is 8 maps of 8",
+    ("nearest_centre_accuracy", "dtype"): "features are cast to float64 (documented)",
 }
 
 #: Functions not fuzzed, name -> why (keep it short: everything else is fuzzed).
@@ -343,6 +359,15 @@ def _recipes() -> dict[str, Recipe]:
     r["trajectory_pca"] = Recipe(lambda: ([], {"snapshots": [
         {n: t + i for n, t in point(cnn()).items()} for i in range(3)]}),
         ("snapshots", 0, "0.weight"))
+    r["random_walk_like"] = Recipe(lambda: ([], {"snapshots": [
+        {n: t + i for n, t in point(cnn()).items()} for i in range(3)]}),
+        ("snapshots", 0, "0.weight"))
+    r["slice_curvature"] = Recipe(lambda: ([], {"alphas": torch.linspace(-1, 1, 9),
+                                                "losses": torch.linspace(-1, 1, 9) ** 2}),
+                                  ("losses",), ("alphas",))
+    r["slice_nonconvexity"] = Recipe(lambda: ([], {"xs": torch.linspace(-1, 1, 5),
+                                                   "ys": torch.linspace(-1, 1, 5),
+                                                   "losses": feats(5, 5) ** 2}), ("losses",))
     # -- contrastive ------------------------------------------------------------------------
     for name in ("collapse_indicator", "effective_rank", "singular_spectrum", "uniformity"):
         r[name] = _tensors(["z"], lambda n: feats())
@@ -369,6 +394,12 @@ def _recipes() -> dict[str, Recipe]:
     r["knn_accuracy"] = Recipe(lambda: ([], {"encoder": encoder(), "train": (images(), labels()),
                                              "test": (images(), labels()), "k": 3}),
                                ("train", 0), ("train", 1), ("train", 1), num_classes=None)
+    r["few_label_probe"] = Recipe(lambda: ([], {"encoder": encoder(), "train": (images(),
+                                                                            labels()),
+                                                "test": (images(), labels()),
+                                                "labels_per_class": 1, "draws": 2,
+                                                "max_iter": 5}),
+                                  ("train", 0), ("train", 1), ("train", 1), num_classes=None)
     r["train_simclr"] = Recipe(lambda: ([], {"net": encoder(), "x": images(), "epochs": 1,
                                              "batch_size": 4, "progress": False}), ("x",))
     r["train_simsiam"] = Recipe(lambda: ([], {"net": encoder(), "predictor": nn.Linear(5, 5),
@@ -395,6 +426,13 @@ def _recipes() -> dict[str, Recipe]:
                                          "bias": torch.zeros(3),
                                          "labels": torch.arange(12) % 3}),
                            ("features",), ("labels",), ("labels",))
+    r["worst_equiangularity"] = _tensors(["vectors"], lambda n: feats(3, 5))
+    r["plane_regularity"] = _tensors(["means"], lambda n: feats(3, 5))
+    r["nearest_centre_accuracy"] = Recipe(lambda: ([], {
+        "train_features": feats(), "train_labels": torch.arange(12) % 3,
+        "test_features": feats(6, 5, 1), "test_labels": torch.arange(6) % 3, "shots": 2,
+        "draws": 2}), ("train_features",), ("train_labels",), ("train_labels",),
+        num_classes=None)
     r["simplex_etf"] = _scalar("num_classes", 3, dim=4)
     r["fixed_etf_head"] = _scalar("in_features", 4, num_classes=3)
     r["train_ufm"] = _scalar("num_classes", 3, dim=4, n_per_class=3, steps=2)
@@ -473,13 +511,31 @@ def _recipes() -> dict[str, Recipe]:
     r["isoflop_configs"] = Recipe(lambda: ([], {"sizes": [2, 4], "budgets": [1e4, 1e5],
                                                 "n_params": lambda s: 100 * s}), ("budgets",))
 
-    def sweep():
+    def train_spec():
         chain = _chain()
-        return [], {"configs": [(2, 64), (4, 64)], "build_model": lambda s: scaling.bigram_mlp(
-            6, s), "sample": _sample(chain), "evaluate": lambda m: scaling.markov_loss(m, chain),
-            "batch_size": 32, "progress": False}
+        return scaling.TrainSpec(build_model=lambda s: scaling.bigram_mlp(6, s),
+                                 sample=_sample(chain),
+                                 evaluate=lambda m: scaling.markov_loss(m, chain), batch_size=32)
 
-    r["run_sweep"] = Recipe(sweep, ("configs", 0, 1))
+    def markov_spec():
+        return scaling.MarkovSpec(_chain(), batch_size=32)
+
+    r["run_sweep"] = Recipe(lambda: ([], {"run": scaling.train_run, "spec": train_spec(),
+                                          "configs": [(2, 64), (4, 64)], "progress": False}),
+                            ("configs", 0, 1))
+    r["train_run"] = Recipe(lambda: ([], {"spec": train_spec(), "config": [2, 64]}),
+                            ("config", 1))
+    r["markov_run"] = Recipe(lambda: ([], {"spec": markov_spec(), "config": [2, 64]}),
+                             ("config", 1))
+    r["run_key"] = Recipe(lambda: ([], {"run": scaling.markov_run, "spec": markov_spec(),
+                                        "config": [2, 64]}), ("config", 1))
+    r["bootstrap_isoflop"] = Recipe(lambda: ([], {
+        "N": np.repeat(np.geomspace(1e7, 1e10, 7)[None], 3, 0).ravel(),
+        "loss": np.tile(np.array([3.0, 2.8, 2.7, 2.65, 2.7, 2.8, 3.0]), 3)
+        * np.repeat([1.0, 0.9, 0.8], 7),
+        "C": np.repeat([1e18, 1e19, 1e20], 7), "n_boot": 3}), ("loss",), ("N",))
+    r["percentile_intervals"] = Recipe(lambda: ([], {"samples": {"a": np.linspace(0.3, 0.4, 20)},
+                                                     "ci": 0.9}), ("samples", "a"))
     r["markov_sweep"] = Recipe(lambda: ([], {"chain": _chain(), "configs": [(2, 64), (4, 64)],
                                              "batch_size": 32, "progress": False}),
                                ("configs", 0, 1))

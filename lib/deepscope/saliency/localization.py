@@ -73,6 +73,7 @@ def blank_maps(maps: torch.Tensor, *, atol: float = 0.0) -> torch.Tensor:
     """
     fn = "blank_maps"
     check_tensor(maps, "maps", fn, min_ndim=2, like="(B, ...)")
+    check_finite(check_nonempty(maps, "maps", fn, "map"), "maps", fn)  # NaN max - min: not blank
     if not isinstance(atol, (int, float)) or isinstance(atol, bool) or atol < 0:
         raise ValueError(f"{fn}: `atol` must be a number >= 0, got {atol!r}")
     flat = maps.detach().flatten(1)
