@@ -32,6 +32,7 @@ from .._checks import (
     check_labels,
     check_like,
     check_nonempty,
+    check_not_meta,
     check_same_shape,
     check_tensor,
 )
@@ -152,7 +153,9 @@ def negative_weights(similarities: torch.Tensor, temperature: float) -> torch.Te
     (Wang & Liu 2021, "relative penalty").
 
     Args:
-        similarities: (..., K) similarities of an anchor to its K negatives.
+        similarities: (..., K) similarities of an anchor to its K negatives. ``-inf`` masks an
+            entry out (weight 0, softmax's convention, e.g. an anchor's similarity to itself);
+            NaN and ``+inf`` raise, and so does a row masked out entirely.
         temperature: tau > 0.
 
     Returns:
@@ -160,7 +163,18 @@ def negative_weights(similarities: torch.Tensor, temperature: float) -> torch.Te
     """
     fn = "negative_weights"
     check_tensor(similarities, "similarities", fn, min_ndim=1, like="(..., K)")
-    check_finite(check_nonempty(similarities, "similarities", fn, "row"), "similarities", fn)
+    check_not_meta(check_nonempty(similarities, "similarities", fn, "row"), "similarities", fn)
+    if similarities.is_floating_point():
+        masked = torch.isneginf(similarities)
+        # one host read-back: any NaN/+inf, any row without an unmasked entry
+        bad, empty = torch.stack([(~(torch.isfinite(similarities) | masked)).any(),
+                                  masked.all(-1).any()]).tolist()
+        if bad:
+            check_finite(similarities.masked_fill(masked, 0.0), "similarities", fn,
+                         "-inf masks an entry; NaN and +inf are not similarities")
+        if empty:
+            raise ValueError(f"{fn}: `similarities` has a row whose entries are all -inf "
+                             "(masked out): its weights are undefined")
     temperature = check_float(temperature, "temperature", fn, positive=True)
     return torch.softmax(similarities / temperature, dim=-1)
 
