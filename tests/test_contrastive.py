@@ -152,6 +152,19 @@ def test_negative_weights_are_softmax_and_sharpen_as_temperature_falls():
         C.negative_weights(torch.tensor(0.5), 1.0)
 
 
+def test_negative_weights_take_minus_inf_as_a_mask_and_refuse_nan_and_plus_inf():
+    s = torch.tensor([[-math.inf, 0.5, 0.1], [0.9, -math.inf, 0.1]])
+    w = C.negative_weights(s, 0.5)
+    assert w[0, 0] == 0 and w[1, 1] == 0  # masked: weight 0 (softmax's convention)
+    np.testing.assert_allclose(w[0, 1:].numpy(), C.negative_weights(s[0, 1:], 0.5).numpy())
+    torch.testing.assert_close(w.sum(-1), torch.ones(2))
+    for bad in (math.nan, math.inf):  # not a mask: raise by name
+        with pytest.raises(ValueError, match="negative_weights: `similarities` must be finite"):
+            C.negative_weights(torch.tensor([[bad, 0.5, 0.1]]), 0.5)
+    with pytest.raises(ValueError, match="negative_weights: `similarities` has a row whose"):
+        C.negative_weights(torch.full((2, 3), -math.inf), 0.5)  # all masked: no weights
+
+
 @pytest.mark.parametrize("tau", [0.1, 1.0])
 def test_anchor_gradients_match_autograd(tau):
     g = torch.Generator().manual_seed(0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from ._warnings import ConvergenceWarning, IdentifiabilityWarning
+from ._warnings import CacheWarning, ConvergenceWarning, IdentifiabilityWarning
 from .device import get_device, seed_everything, setup_notebook
 
 __version__ = "0.1.0"
@@ -34,8 +34,8 @@ _SUBMODULES = (
     "widgets",
 )
 
-__all__ = ["__version__", "ConvergenceWarning", "IdentifiabilityWarning", "get_device",
-           "seed_everything", "setup_notebook", *_SUBMODULES]
+__all__ = ["__version__", "CacheWarning", "ConvergenceWarning", "IdentifiabilityWarning",
+           "get_device", "seed_everything", "setup_notebook", *_SUBMODULES]
 
 
 def __getattr__(name: str):

@@ -16,7 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
+import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -28,8 +32,21 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._checks import check_float, check_int, check_module, check_tensor, model_device
+from ._checks import (
+    check_data,
+    check_float,
+    check_int,
+    check_module,
+    check_tensor,
+    model_device,
+)
+from ._fingerprint import Unfingerprintable, fingerprint
 from ._forward import check_output_adapter, select_output
+from ._guards import eval_mode, training_modes
+from ._warnings import CacheWarning
+
+__all__ = ["History", "fit", "evaluate", "cached_fit", "cache_key", "default_cache_dir",
+           "clean_stale_temp_files", "CACHE_FORMAT"]
 
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable
 
@@ -57,8 +74,10 @@ class History:
         return cls(**values)
 
 
-def _check_pair(data, name: str, fn: str):
-    """Return ``(x, y)`` if ``data`` is a pair of tensors, else None (an iterable of batches)."""
+def _check_pair(data, name: str, fn: str, model: nn.Module | None = None, loss_fn=None):
+    """Return ``(x, y)`` if ``data`` is a pair of tensors, else None (an iterable of batches).
+    The pair must hold finite values; with ``model``, inputs of its floating dtype and, for a
+    classification ``loss_fn``, integer labels among its classes (`check_data`)."""
     if isinstance(data, (tuple, list)):
         if len(data) != 2:
             raise ValueError(f"{fn}: `{name}` must be a pair (x, y), got {len(data)} items")
@@ -71,6 +90,7 @@ def _check_pair(data, name: str, fn: str):
             )
         if len(x) == 0:
             raise ValueError(f"{fn}: `{name}` is empty")
+        check_data(model, [(x, y)], fn, (f"{name}[0]", f"{name}[1]"), loss_fn)
         return x, y
     if isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
         raise TypeError(
@@ -150,12 +170,12 @@ def evaluate(
     fn = "evaluate"
     check_module(model, fn)
     output = check_output_adapter(output, fn)
-    pair = _check_pair(data, "data", fn)
+    pair = _check_pair(data, "data", fn, model, loss_fn)
     loss_fn = loss_fn or nn.functional.cross_entropy
     device = model_device(model)
-    was_training = model.training
-    model.eval()
+    guard = eval_mode(model)
     try:
+        guard.start()
         total_loss = torch.zeros((), device=device)
         total_correct = torch.zeros((), device=device)
         count, has_acc = 0, True
@@ -168,7 +188,7 @@ def evaluate(
                 total_correct += correct
             count += len(xb)
     finally:
-        model.train(was_training)
+        guard.stop()
     acc = float(total_correct) / count if has_acc else float("nan")
     return float(total_loss) / count, acc
 
@@ -221,13 +241,13 @@ def fit(
     fn = "fit"
     check_module(model, fn)
     output = check_output_adapter(output, fn)
-    pair = _check_pair(train, "train", fn)
+    pair = _check_pair(train, "train", fn, model, loss_fn)
     epochs = check_int(epochs, "epochs", fn, minimum=0)
     lr = check_float(lr, "lr", fn, positive=True)
     if batch_size is not None:
         batch_size = check_int(batch_size, "batch_size", fn)
     if test is not None:
-        _check_pair(test, "test", fn)
+        _check_pair(test, "test", fn, model, loss_fn)
     device = model_device(model)
     if pair is not None:
         pair = _resident(pair, device)
@@ -235,9 +255,10 @@ def fit(
     opt = _make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum, fn)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     history = History()
-    was_training = model.training
+    modes = training_modes(model)
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
     try:
+        modes.start()
         for epoch in bar:
             model.train()
             total_loss = torch.zeros((), device=device)
@@ -268,8 +289,8 @@ def fit(
             if callback is not None and callback(epoch, model, history):
                 break
     finally:
+        modes.stop()
         bar.close()
-        model.train(was_training)
     return history
 
 
@@ -277,7 +298,15 @@ def fit(
 # Cached training
 
 #: Bump when the meaning of a cache key changes, so old checkpoints are not reused.
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"
+
+#: `fit` keywords that change only what is displayed, not the trained model (left out of keys).
+DISPLAY_ONLY = ("progress", "desc")
+
+#: A temp file older than this whose writer is gone (or older than a day) is an orphan.
+STALE_SECONDS = 60.0
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def default_cache_dir() -> Path:
@@ -290,18 +319,6 @@ def default_cache_dir() -> Path:
     return Path(base) / "deepscope"
 
 
-def _describe(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return _tensor_digest([value])
-    if isinstance(value, (tuple, list)) and value and all(
-        isinstance(v, torch.Tensor) for v in value
-    ):
-        return _tensor_digest(value)
-    if callable(value) and hasattr(value, "__qualname__"):
-        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
-    return repr(value)
-
-
 def _tensor_digest(tensors) -> str:
     digest = hashlib.sha256()
     for t in tensors:
@@ -311,21 +328,94 @@ def _tensor_digest(tensors) -> str:
     return digest.hexdigest()
 
 
-def cache_key(model: nn.Module, train: Data, **fit_kwargs) -> str:
-    """Return the sha256 key of a training configuration: the architecture (its repr), the
-    initial weights and buffers, the training data, and every keyword of `fit`."""
-    state = model.state_dict()
-    pair = _check_pair(train, "train", "cached_fit")
+def cache_key(model: nn.Module, train: Data, *, key: str | None = None, **fit_kwargs) -> str:
+    """Return the sha256 key of a training configuration: everything that determines the
+    trained weights.
+
+    Covered: the model (every module's class, by the bytecode of ``forward`` and its other
+    methods; its attributes; its initial parameters with their ``requires_grad`` flags; its
+    buffers and hooks), the training data, every keyword of `fit` (callables such as
+    ``loss_fn``, an ``optimizer`` factory or a ``callback`` by their code, closure values and the
+    globals they read: a lambda's body, not only its name; callable instances by their class
+    and state, never their address), and the Python and torch versions. Left out: ``progress``
+    and ``desc`` (display only).
+
+    A value whose state cannot be seen from Python (an open file, a lock, a generator, an object
+    implemented in C) makes the key unsound: then a ``TypeError`` asks for ``key``, a string
+    that names the configuration, which then stands in for such values (the rest is still
+    hashed).
+    """
+    fn = "cached_fit"
+    pair = _check_pair(train, "train", fn)
     if pair is None:
-        raise TypeError("cached_fit: `train` must be a pair (x, y) of tensors to be hashed")
-    parts = [
-        CACHE_FORMAT,
-        repr(model),
-        _tensor_digest([state[k] for k in sorted(state)]) + ",".join(sorted(state)),
-        _tensor_digest(pair),
-        repr(sorted((k, _describe(v)) for k, v in fit_kwargs.items())),
-    ]
+        raise TypeError(f"{fn}: `train` must be a pair (x, y) of tensors to be hashed, got "
+                        f"{type(train).__name__}")
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"{fn}: `key` must be a string naming the configuration, got "
+                        f"{type(key).__name__}")
+    settings = {k: v for k, v in fit_kwargs.items() if k not in DISPLAY_ONLY}
+    try:
+        parts = [fingerprint(model, "model", opaque=key is not None),
+                 *(fingerprint(v, f"`{k}`", opaque=key is not None)
+                   for k, v in sorted(settings.items()))]
+    except Unfingerprintable as err:
+        raise TypeError(
+            f"{fn}: cannot key the cache soundly: {err}; pass `key=` (a string naming this "
+            "configuration, changed whenever that part changes) and it stands in for such "
+            "values") from None
+    parts += [CACHE_FORMAT, f"python{sys.version_info[0]}.{sys.version_info[1]}",
+              f"torch{torch.__version__}", _tensor_digest(pair), ",".join(sorted(settings)),
+              f"key={key!r}"]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _temp_prefix(path: Path) -> str:
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
+    return f"{path.name}.{host}.{os.getpid()}."
+
+
+def _writer_alive(host: str, pid: int) -> bool:
+    if host != _temp_prefix(Path("x")).split(".")[1]:
+        return True  # another machine's writer (a shared folder): only its age tells
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_stale_temp_files(folder: Path, *, now: float | None = None) -> list[Path]:
+    """Remove the temp files of checkpoint writes that were killed (``kill -9``, power loss).
+
+    A temp file ``<checkpoint>.<host>.<pid>.<random>.tmp`` is stale when its writer process is
+    gone and it is older than `STALE_SECONDS`, or when it is older than a day whoever wrote it.
+    Returns the removed paths.
+    """
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"clean_stale_temp_files: `folder` must be a path, got "
+                        f"{type(folder).__name__}")
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        candidates = list(Path(folder).glob("*.safetensors.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        fields = tmp.name.rsplit(".", 4)  # <checkpoint>, host, pid, random, "tmp"
+        try:
+            age = now - tmp.stat().st_mtime
+            pid = int(fields[2])
+        except (OSError, ValueError, IndexError):
+            continue
+        if age > 86400 or (age > STALE_SECONDS and not _writer_alive(fields[1], pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
 
 
 def _save_checkpoint(path: Path, model: nn.Module, key: str, history: History) -> None:
@@ -338,7 +428,7 @@ def _save_checkpoint(path: Path, model: nn.Module, key: str, history: History) -
         "history": json.dumps(history.to_dict()),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
@@ -351,7 +441,8 @@ def _save_checkpoint(path: Path, model: nn.Module, key: str, history: History) -
 
 
 def _load_checkpoint(path: Path, key: str) -> tuple[dict, History]:
-    """Read and verify a checkpoint; raise ``ValueError`` if it is truncated, altered or foreign."""
+    """Read and verify a checkpoint; raise ``ValueError`` if it is truncated, altered, foreign or
+    incomplete (no history)."""
     from safetensors import safe_open
 
     try:
@@ -364,7 +455,12 @@ def _load_checkpoint(path: Path, key: str) -> tuple[dict, History]:
         raise ValueError("checkpoint belongs to another configuration")
     if _tensor_digest([state[k] for k in sorted(state)]) != metadata.get("payload_sha256"):
         raise ValueError("checkpoint payload does not match its sha256")
-    return state, History.from_dict(json.loads(metadata["history"]))
+    try:
+        history = History.from_dict(json.loads(metadata["history"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint metadata has no valid history ({type(err).__name__})") \
+            from err
+    return state, history
 
 
 def cached_fit(
@@ -373,39 +469,62 @@ def cached_fit(
     *,
     cache_dir: str | Path | None = None,
     name: str = "model",
+    key: str | None = None,
     **fit_kwargs,
 ) -> History:
     """Train ``model`` with `fit` once per configuration; later calls load the checkpoint.
 
-    The key (`cache_key`) covers the architecture, the initial weights (so the seed that built
-    the model), the data and the `fit` keywords. The checkpoint is a safetensors file written
-    atomically (temp file + rename) whose metadata holds the key, the history and a sha256 of the
-    weights; a truncated, altered or foreign file is detected on load, reported with a warning and
-    retrained, never half-loaded. No pickle is ever loaded.
+    The key (`cache_key`) covers everything that determines the trained weights: the model's
+    code (the bytecode of ``forward`` and the other methods of every module class in it), its
+    initial weights and ``requires_grad`` flags (so freezing a layer retrains), the data, and
+    every `fit` keyword, callables by their code and closure values (editing a lambda loss or
+    optimizer factory retrains; a callable instance such as a ``CollapseTracker`` keys by its
+    state, so a fresh one hits the cache). Where a value cannot be hashed soundly a
+    ``TypeError`` asks for ``key``. On a cache hit `fit` does not run, so a ``callback`` is not
+    called (check ``History.from_cache``).
+
+    The checkpoint is a safetensors file written atomically (temp file + rename) whose metadata
+    holds the key, the history and a sha256 of the weights; a truncated, altered, foreign or
+    incomplete file is detected on load, reported with a `deepscope.CacheWarning` and retrained,
+    never half-loaded. No pickle is ever loaded. If the checkpoint cannot be written (read-only
+    folder, full disk) a `deepscope.CacheWarning` says so and the trained model and its history
+    are returned all the same. Temp files of killed writers are removed (`clean_stale_temp_files`).
 
     Args:
         model: a freshly built model; trained (or loaded) in place.
         train: ``(x, y)`` tensors.
         cache_dir: the cache folder (default `default_cache_dir`).
-        name: a readable prefix of the checkpoint file name.
+        name: a readable prefix of the checkpoint file name (letters, digits, ``_.-``).
+        key: a string naming the configuration, required only when part of it cannot be
+            hashed (the error says which); it stands in for those parts.
         **fit_kwargs: passed to `fit` (``test=``, ``epochs=``, ``lr=``...).
 
     Returns:
         The `History` of the training run, with ``from_cache=True`` when it was loaded.
     """
-    check_module(model, "cached_fit")
-    key = cache_key(model, train, **fit_kwargs)
+    fn = "cached_fit"
+    check_module(model, fn)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"{fn}: `name` must be letters, digits and _.- (a file name prefix, no "
+                         f"folders), got {name!r}")
+    digest = cache_key(model, train, key=key, **fit_kwargs)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / f"{name}-{key[:16]}.safetensors"
+    path = folder / f"{name}-{digest[:16]}.safetensors"
+    clean_stale_temp_files(folder)
     if path.exists():
         try:
-            state, history = _load_checkpoint(path, key)
+            state, history = _load_checkpoint(path, digest)
         except ValueError as err:
-            warnings.warn(f"cached_fit: {path} is invalid ({err}); retraining", stacklevel=2)
+            warnings.warn(f"{fn}: {path} is invalid ({err}); retraining", CacheWarning,
+                          stacklevel=2)
         else:
             model.load_state_dict(state, strict=True)
             history.from_cache = True
             return history
     history = fit(model, train, **fit_kwargs)
-    _save_checkpoint(path, model, key, history)
+    try:
+        _save_checkpoint(path, model, digest, history)
+    except (OSError, SafetensorError) as err:
+        warnings.warn(f"{fn}: could not write the checkpoint {path} ({err}); the model is "
+                      "trained but not cached", CacheWarning, stacklevel=2)
     return history

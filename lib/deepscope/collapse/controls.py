@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .._checks import check_int, check_labels, check_tensor
+from .._checks import check_finite, check_int, check_labels, check_nonempty, check_tensor
 from .etf import etf_plane
 from .metrics import _cosines
 
@@ -83,6 +83,7 @@ class _Labelled(NamedTuple):
 
 def _labelled(features, labels, name, fn) -> _Labelled:
     check_tensor(features, f"{name}_features", fn, ndim=2, like="(N, d)")
+    check_finite(check_nonempty(features, f"{name}_features", fn), f"{name}_features", fn)
     y = check_labels(labels, len(features), fn, name=f"{name}_labels")
     return _Labelled(features.detach().to(torch.float64).cpu(), y.cpu().numpy())
 

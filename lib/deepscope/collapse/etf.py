@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from .._checks import check_float, check_int, check_tensor
+from .._checks import check_finite, check_float, check_int, check_tensor
 
 __all__ = ["simplex_etf", "FixedETFHead", "fixed_etf_head", "etf_plane"]
 
@@ -145,7 +145,7 @@ def etf_plane(means: torch.Tensor) -> torch.Tensor:
         a (1, 2) tensor whose second column is zero.
     """
     fn = "etf_plane"
-    check_tensor(means, "means", fn, ndim=2, like="(C, dim)")
+    check_finite(check_tensor(means, "means", fn, ndim=2, like="(C, dim)"), "means", fn)
     c, d = means.shape
     if c < 2:
         raise ValueError(f"{fn}: `means` must hold at least 2 class means, got {c}")

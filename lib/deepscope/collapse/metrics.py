@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .._checks import check_labels, check_tensor
+from .._checks import check_finite, check_labels, check_like, check_nonempty, check_tensor
 
 __all__ = [
     "class_means",
@@ -54,8 +54,7 @@ def _check_features_labels(features, labels, fn, num_classes=None):
     labels = check_labels(labels, features.shape[0], fn, num_classes=num_classes)
     if features.shape[0] == 0:
         raise ValueError(f"{fn}: `features` must hold at least one sample per class, got none")
-    if not torch.isfinite(features).all():
-        raise ValueError(f"{fn}: `features` must be finite, got NaN or inf (did training diverge?)")
+    check_finite(features, "features", fn, "did training diverge?")
     c = int(labels.max()) + 1 if num_classes is None else num_classes
     if c < 2:
         raise ValueError(f"{fn}: need at least 2 classes, got labels of {c} class")
@@ -63,8 +62,8 @@ def _check_features_labels(features, labels, fn, num_classes=None):
     small = (counts < 2).nonzero().flatten().tolist()
     if small:
         raise ValueError(
-            f"{fn}: every class needs at least 2 samples (a within-class spread), "
-            f"got {counts[small[0]].item()} in class {small[0]}"
+            f"{fn}: `labels` must give every class at least 2 samples (a within-class "
+            f"spread), got {counts[small[0]].item()} in class {small[0]}"
             + (f" (and {len(small) - 1} more such classes)" if len(small) > 1 else "")
         )
     return features.detach().to(_work_dtype(features)), labels.to(features.device), c, counts
@@ -144,7 +143,8 @@ def equinorm(vectors: torch.Tensor) -> float:
     NC2's equinorm (Papyan et al. 2020, Figure 2), applied to centred class means or to the rows
     of the classifier. The std is the unbiased one (correction 1), as in Papyan et al.'s code.
     """
-    check_tensor(vectors, "vectors", "equinorm", ndim=2, like="(C, d)")
+    check_finite(check_tensor(vectors, "vectors", "equinorm", ndim=2, like="(C, d)"), "vectors",
+                 "equinorm")
     if vectors.shape[0] < 2:
         raise ValueError(f"equinorm: `vectors` must have at least 2 rows, got {vectors.shape[0]}")
     norms = vectors.to(_work_dtype(vectors)).norm(dim=1)
@@ -152,7 +152,7 @@ def equinorm(vectors: torch.Tensor) -> float:
 
 
 def _cosines(vectors: torch.Tensor, fn: str) -> torch.Tensor:
-    check_tensor(vectors, "vectors", fn, ndim=2, like="(C, d)")
+    check_finite(check_tensor(vectors, "vectors", fn, ndim=2, like="(C, d)"), "vectors", fn)
     if vectors.shape[0] < 2:
         raise ValueError(f"{fn}: `vectors` must have at least 2 rows, got {vectors.shape[0]}")
     v = vectors.to(_work_dtype(vectors))
@@ -182,7 +182,8 @@ def etf_distance(vectors: torch.Tensor) -> float:
     NC2 as Zhu et al. (2021, eq. 8) measure it. It is 0 exactly for a (scaled, rotated) simplex
     ETF and at most 2.
     """
-    check_tensor(vectors, "vectors", "etf_distance", ndim=2, like="(C, d)")
+    check_finite(check_tensor(vectors, "vectors", "etf_distance", ndim=2, like="(C, d)"),
+                 "vectors", "etf_distance")
     c = vectors.shape[0]
     if c < 2:
         raise ValueError(f"etf_distance: `vectors` must have at least 2 rows, got {c}")
@@ -207,6 +208,8 @@ def self_duality(weight: torch.Tensor, centred_means: torch.Tensor) -> float:
             f"{fn}: `weight` and `centred_means` must have the same shape (C, d), "
             f"got {tuple(weight.shape)} and {tuple(centred_means.shape)}"
         )
+    check_finite(weight, "weight", fn)
+    check_like(centred_means, weight, "centred_means", fn, "weight", dtype=False)
     dtype = _work_dtype(weight)
     w = weight.to(dtype)
     m = centred_means.to(device=w.device, dtype=dtype)
@@ -236,6 +239,11 @@ def ncc_mismatch(features: torch.Tensor, means: torch.Tensor, weight: torch.Tens
             f"{fn}: `weight` and `means` must have shape (C, {features.shape[1]}), "
             f"got {tuple(weight.shape)} and {tuple(means.shape)}"
         )
+    check_finite(check_nonempty(features, "features", fn), "features", fn)
+    check_like(means, features, "means", fn, "features", dtype=False)
+    check_like(weight, features, "weight", fn, "features", dtype=False)
+    if bias is not None:
+        check_like(check_tensor(bias, "bias", fn), features, "bias", fn, "features", dtype=False)
     dtype = _work_dtype(features)
     h = features.to(dtype)
     logits = h @ weight.to(device=h.device, dtype=dtype).T
@@ -307,7 +315,7 @@ def collapse_metrics(
     fn = "collapse_metrics"
     num_classes = None
     if weight is not None:
-        check_tensor(weight, "weight", fn, ndim=2, like="(C, d)")
+        check_finite(check_tensor(weight, "weight", fn, ndim=2, like="(C, d)"), "weight", fn)
         num_classes = weight.shape[0]
     h, y, c, _ = _check_features_labels(features, labels, fn, num_classes)
     if weight is not None and weight.shape[1] != h.shape[1]:

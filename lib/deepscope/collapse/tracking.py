@@ -18,7 +18,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .._checks import check_int, check_labels, check_module, check_tensor, model_device
+from .._checks import (
+    check_dataset,
+    check_int,
+    check_labels,
+    check_module,
+    check_tensor,
+    model_device,
+)
 from .._forward import check_output_adapter, select_output
 from .._guards import eval_mode, removing_hooks
 from .etf import FixedETFHead
@@ -65,7 +72,7 @@ def _tensors_in(out) -> list[torch.Tensor]:
 def _traced_classifier(model, candidates, example):
     """Return the candidate whose output *is* (an entry of) the model's output on ``example``."""
     produced: dict[int, str] = {}
-    with torch.no_grad(), eval_mode(model), removing_hooks() as handles:
+    with torch.no_grad(), eval_mode(model), removing_hooks(model) as handles:
         for name, module in candidates:
             handles.append(module.register_forward_hook(
                 lambda _m, _a, out, name=name: produced.__setitem__(id(out), name)))
@@ -171,7 +178,7 @@ def record_features(
             module = _resolve(model, layer, "layers", fn)
             targets.append((names[id(module)], module, False))
     records: dict[str, list[torch.Tensor]] = {key: [] for key, _, _ in targets}
-    with removing_hooks() as handles:
+    with removing_hooks(model) as handles:
         for key, module, on_input in targets:
             store = records[key]
             if on_input:
@@ -190,6 +197,7 @@ def _check_inputs(model, x, fn, batch_size):
     check_tensor(x, "x", fn, min_ndim=2, like="(N, ...)")
     if len(x) == 0:
         raise ValueError(f"{fn}: `x` must hold at least one sample, got none")
+    check_dataset(model, x, "x", fn)
     return check_int(batch_size, "batch_size", fn)
 
 

@@ -22,7 +22,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_float, check_int, check_labels, check_tensor
+from .._checks import (
+    check_choice,
+    check_finite,
+    check_float,
+    check_int,
+    check_labels,
+    check_like,
+    check_tensor,
+)
 from .metrics import CollapseMetrics, collapse_metrics
 
 __all__ = ["ufm_loss", "UFMResult", "train_ufm"]
@@ -63,6 +71,8 @@ def ufm_loss(
     if weight.shape[1] != features.shape[1]:
         raise ValueError(f"{fn}: `weight` must have shape (C, {features.shape[1]}), "
                          f"got {tuple(weight.shape)}")
+    check_finite(features, "features", fn)
+    check_like(weight, features, "weight", fn, "features")
     c = weight.shape[0]
     labels = check_labels(labels, features.shape[0], fn, num_classes=c)
     lam_w = check_float(weight_decay, "weight_decay", fn, nonnegative=True)
@@ -71,7 +81,8 @@ def ufm_loss(
     lam_b = lam_w if bias_decay is None else check_float(bias_decay, "bias_decay", fn,
                                                          nonnegative=True)
     if bias is not None:
-        check_tensor(bias, "bias", fn, ndim=1, like="(C,)")
+        check_like(check_tensor(bias, "bias", fn, ndim=1, like="(C,)"), features, "bias", fn,
+                   "features")
         if bias.shape[0] != c:
             raise ValueError(f"{fn}: `bias` must have shape ({c},), got {tuple(bias.shape)}")
     targets = nn.functional.one_hot(labels, c).to(features.dtype) if loss == "mse" else None

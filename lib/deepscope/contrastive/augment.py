@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_float, check_tensor
+from .._checks import check_finite, check_float, check_nonempty, check_tensor
 
 __all__ = ["affine_digits", "augment_digits", "two_views"]
 
@@ -53,6 +53,7 @@ def affine_digits(
     """
     fn = "affine_digits"
     check_tensor(x, "x", fn, ndim=4, like="(B, C, H, W)")
+    check_finite(check_nonempty(x, "x", fn, "image"), "x", fn)
     b, _, h, w = x.shape
     radians = _per_image(angle, "angle", b, x, fn) * (math.pi / 180)
     scale = _per_image(scale, "scale", b, x, fn)
@@ -110,6 +111,7 @@ def augment_digits(
     """
     fn = "augment_digits"
     check_tensor(x, "x", fn, ndim=4, like="(B, C, H, W)")
+    check_finite(check_nonempty(x, "x", fn, "image"), "x", fn)
     max_shift = check_float(max_shift, "max_shift", fn, nonnegative=True)
     max_rotation = check_float(max_rotation, "max_rotation", fn, nonnegative=True)
     min_scale = check_float(min_scale, "min_scale", fn, positive=True)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_float, check_int
+from .._checks import check_finite, check_float, check_int, check_like, check_nonempty
 from .losses import check_embeddings
 
 
@@ -40,6 +40,7 @@ def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2.0) -> torch.T
     if z1.shape != z2.shape:
         raise ValueError(f"{fn}: `z1` and `z2` must have the same shape (N, D), got "
                          f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+    check_like(z2, z1, "z2", fn, "z1")
     alpha = check_float(alpha, "alpha", fn, positive=True)
     return (F.normalize(z1, dim=1) - F.normalize(z2, dim=1)).norm(dim=1).pow(alpha).mean()
 
@@ -180,6 +181,8 @@ def circle_points(angles) -> torch.Tensor:
     if angles.dim() != 1:
         raise ValueError(f"circle_points: `angles` must have shape (K,), got "
                          f"{tuple(angles.shape)}")
+    check_finite(check_nonempty(angles, "angles", "circle_points", "angle"), "angles",
+                 "circle_points")
     return torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
 
 

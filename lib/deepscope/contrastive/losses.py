@@ -25,7 +25,17 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_float, check_int, check_labels, check_same_shape, check_tensor
+from .._checks import (
+    check_finite,
+    check_float,
+    check_int,
+    check_labels,
+    check_like,
+    check_nonempty,
+    check_not_meta,
+    check_same_shape,
+    check_tensor,
+)
 
 
 def check_embeddings(z, name: str, fn: str, *, min_rows: int = 1) -> torch.Tensor:
@@ -34,13 +44,14 @@ def check_embeddings(z, name: str, fn: str, *, min_rows: int = 1) -> torch.Tenso
     if len(z) < min_rows:
         raise ValueError(f"{fn}: `{name}` must have at least {min_rows} rows, got shape "
                          f"{tuple(z.shape)}")
-    return z
+    return check_finite(z, name, fn)
 
 
 def _check_views(z1, z2, fn: str) -> None:
     check_embeddings(z1, "z1", fn)
     check_embeddings(z2, "z2", fn)
     check_same_shape(z1, z2, ("z1", "z2"), fn)
+    check_like(z2, z1, "z2", fn, "z1")
     if len(z1) < 2:
         raise ValueError(
             f"{fn}: `z1` and `z2` must hold at least 2 pairs (a batch of N pairs gives each "
@@ -71,6 +82,11 @@ def info_nce(
     fn = "info_nce"
     _check_views(z1, z2, fn)
     temperature = check_float(temperature, "temperature", fn, positive=True)
+    return _nt_xent(z1, z2, temperature, normalize)
+
+
+def _nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, normalize: bool = True):
+    """`info_nce` without its input checks (for training loops: no host sync per step)."""
     n = len(z1)
     z = torch.cat([z1, z2])
     if normalize:
@@ -137,7 +153,9 @@ def negative_weights(similarities: torch.Tensor, temperature: float) -> torch.Te
     (Wang & Liu 2021, "relative penalty").
 
     Args:
-        similarities: (..., K) similarities of an anchor to its K negatives.
+        similarities: (..., K) similarities of an anchor to its K negatives. ``-inf`` masks an
+            entry out (weight 0, softmax's convention, e.g. an anchor's similarity to itself);
+            NaN and ``+inf`` raise, and so does a row masked out entirely.
         temperature: tau > 0.
 
     Returns:
@@ -145,6 +163,18 @@ def negative_weights(similarities: torch.Tensor, temperature: float) -> torch.Te
     """
     fn = "negative_weights"
     check_tensor(similarities, "similarities", fn, min_ndim=1, like="(..., K)")
+    check_not_meta(check_nonempty(similarities, "similarities", fn, "row"), "similarities", fn)
+    if similarities.is_floating_point():
+        masked = torch.isneginf(similarities)
+        # one host read-back: any NaN/+inf, any row without an unmasked entry
+        bad, empty = torch.stack([(~(torch.isfinite(similarities) | masked)).any(),
+                                  masked.all(-1).any()]).tolist()
+        if bad:
+            check_finite(similarities.masked_fill(masked, 0.0), "similarities", fn,
+                         "-inf masks an entry; NaN and +inf are not similarities")
+        if empty:
+            raise ValueError(f"{fn}: `similarities` has a row whose entries are all -inf "
+                             "(masked out): its weights are undefined")
     temperature = check_float(temperature, "temperature", fn, positive=True)
     return torch.softmax(similarities / temperature, dim=-1)
 
@@ -156,6 +186,8 @@ def weight_entropy(weights: torch.Tensor) -> torch.Tensor:
     Shape (..., K) -> (...).
     """
     check_tensor(weights, "weights", "weight_entropy", min_ndim=1, like="(..., K)")
+    check_finite(check_nonempty(weights, "weights", "weight_entropy", "row"), "weights",
+                 "weight_entropy")
     return -torch.special.xlogy(weights, weights).sum(-1)
 
 
@@ -196,9 +228,11 @@ def anchor_gradients(
         grad_positive (D,), grad_negatives (K, D)).
     """
     fn = "anchor_gradients"
-    check_tensor(anchor, "anchor", fn, ndim=1, like="(D,)")
-    check_same_shape(anchor, positive, ("anchor", "positive"), fn)
+    check_finite(check_tensor(anchor, "anchor", fn, ndim=1, like="(D,)"), "anchor", fn)
+    check_same_shape(anchor, check_tensor(positive, "positive", fn), ("anchor", "positive"), fn)
     check_embeddings(negatives, "negatives", fn)
+    check_like(positive, anchor, "positive", fn, "anchor")
+    check_like(negatives, anchor, "negatives", fn, "anchor")
     if negatives.shape[1] != anchor.shape[0]:
         raise ValueError(
             f"{fn}: `negatives` must have shape (K, {anchor.shape[0]}) to match `anchor`, got "

@@ -14,7 +14,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_float, check_int, check_labels, check_module, check_tensor, model_device
+from .._checks import (
+    check_dataset,
+    check_finite,
+    check_float,
+    check_int,
+    check_labels,
+    check_module,
+    check_nonempty,
+    check_tensor,
+    model_device,
+)
 from .._guards import eval_mode
 
 
@@ -25,6 +35,7 @@ def embed(encoder: nn.Module, x: torch.Tensor, *, batch_size: int = 1024) -> tor
     fn = "embed"
     check_module(encoder, fn, "encoder")
     check_tensor(x, "x", fn, min_ndim=1)
+    check_dataset(encoder, check_nonempty(x, "x", fn), "x", fn)
     batch_size = check_int(batch_size, "batch_size", fn)
     device = model_device(encoder)
     with eval_mode(encoder):
@@ -39,6 +50,7 @@ def _check_split(split, name: str, fn: str):
                         f"{type(split).__name__}")
     x, y = split
     check_tensor(x, f"{name}[0]", fn, min_ndim=1)
+    check_finite(check_nonempty(x, f"{name}[0]", fn), f"{name}[0]", fn)
     return x, check_labels(y, len(x), fn, name=f"{name}[1]")
 
 

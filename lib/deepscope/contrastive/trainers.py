@@ -20,12 +20,21 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_float, check_int, check_module, check_tensor, model_device
-from .._guards import eval_mode
+from .._checks import (
+    check_dataset,
+    check_float,
+    check_int,
+    check_like,
+    check_module,
+    check_same_shape,
+    check_tensor,
+    model_device,
+)
+from .._guards import eval_mode, training_modes
 from ..models import _ACTIVATIONS, _hidden_sizes
 from .augment import augment_digits
 from .geometry import alignment, collapse_indicator, uniformity
-from .losses import info_nce
+from .losses import _nt_xent, check_embeddings
 
 
 def _linear_stack(sizes, activation: str, batch_norm: bool, last_activation: bool):
@@ -135,7 +144,7 @@ def _track(net, images, augment, generator, history: ContrastiveHistory) -> None
 def _train(net, modules, x, step_loss, *, epochs, batch_size, lr, weight_decay, augment, track,
            seed, progress, desc, callback, fn):
     check_module(net, fn, "net")
-    check_tensor(x, "x", fn, ndim=4, like="(N, C, H, W)")
+    check_dataset(net, check_tensor(x, "x", fn, ndim=4, like="(N, C, H, W)"), "x", fn)
     epochs = check_int(epochs, "epochs", fn, minimum=0)
     batch_size = check_int(batch_size, "batch_size", fn, minimum=2)
     lr = check_float(lr, "lr", fn, positive=True)
@@ -143,7 +152,8 @@ def _train(net, modules, x, step_loss, *, epochs, batch_size, lr, weight_decay, 
     if len(x) < 2:
         raise ValueError(f"{fn}: `x` must hold at least 2 images, got shape {tuple(x.shape)}")
     if track is not None:
-        check_tensor(track, "track", fn, ndim=4, like="(M, C, H, W)")
+        check_dataset(net, check_tensor(track, "track", fn, ndim=4, like="(M, C, H, W)"),
+                      "track", fn)
     view = _augmenter(augment, fn)
     device = model_device(net)
     x = x.to(device)
@@ -152,11 +162,12 @@ def _train(net, modules, x, step_loss, *, epochs, batch_size, lr, weight_decay, 
     params = [p for m in modules for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     history = ContrastiveHistory()
-    flags = [(m, m.training) for module in modules for m in module.modules()]
+    modes = training_modes(nn.ModuleList(modules))
     n = len(x)
     size = min(batch_size, n)
     bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
     try:
+        modes.start()
         for epoch in bar:
             for module in modules:
                 module.train()
@@ -179,9 +190,8 @@ def _train(net, modules, x, step_loss, *, epochs, batch_size, lr, weight_decay, 
             if callback is not None and callback(epoch, net, history):
                 break
     finally:
+        modes.stop()
         bar.close()
-        for module, training in flags:
-            module.training = training
     return history
 
 
@@ -229,7 +239,7 @@ def train_simclr(
     check_module(net, fn, "net")
 
     def step_loss(v1, v2):
-        return info_nce(net(v1), net(v2), temperature)
+        return _nt_xent(net(v1), net(v2), temperature)
 
     return _train(net, [net], x, step_loss, epochs=epochs, batch_size=batch_size, lr=lr,
                   weight_decay=weight_decay, augment=augment, track=track, seed=seed,
@@ -241,6 +251,16 @@ def simsiam_loss(p1, z2, p2, z1, *, stop_gradient: bool = True) -> torch.Tensor:
     (Chen & He 2021, eq. 2-4); ``stop_gradient`` detaches z1, z2 (the paper's key ingredient).
 
     Shapes: four tensors (B, D). Returns a 0-dim tensor in [-1, 1]."""
+    fn = "simsiam_loss"
+    views = {"p1": p1, "z2": z2, "p2": p2, "z1": z1}
+    for name, t in views.items():
+        check_embeddings(t, name, fn)
+        check_same_shape(p1, t, ("p1", name), fn)
+        check_like(t, p1, name, fn, "p1")
+    return _simsiam(p1, z2, p2, z1, stop_gradient)
+
+
+def _simsiam(p1, z2, p2, z1, stop_gradient: bool) -> torch.Tensor:
     if stop_gradient:
         z1, z2 = z1.detach(), z2.detach()
     return -(F.cosine_similarity(p1, z2, dim=1).mean() + F.cosine_similarity(p2, z1,
@@ -288,7 +308,7 @@ def train_simsiam(
 
     def step_loss(v1, v2):
         z1, z2 = net(v1), net(v2)
-        return simsiam_loss(predictor(z1), z2, predictor(z2), z1, stop_gradient=stop_gradient)
+        return _simsiam(predictor(z1), z2, predictor(z2), z1, stop_gradient)
 
     return _train(net, [net, predictor], x, step_loss, epochs=epochs, batch_size=batch_size,
                   lr=lr, weight_decay=weight_decay, augment=augment, track=track, seed=seed,

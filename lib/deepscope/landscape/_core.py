@@ -18,7 +18,16 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .._checks import check_int, check_module, check_tensor, model_device
+from .._checks import (
+    check_data,
+    check_finite,
+    check_int,
+    check_like,
+    check_module,
+    check_not_meta,
+    check_tensor,
+    model_device,
+)
 from .._forward import select_output
 from .._guards import eval_mode
 
@@ -85,7 +94,7 @@ def check_point(point, reference: Params, name: str, fn: str) -> Params:
         )
     out = {}
     for n, ref in reference.items():
-        t = check_tensor(point[n], f"{name}[{n!r}]", fn)
+        t = check_finite(check_tensor(point[n], f"{name}[{n!r}]", fn), f"{name}[{n!r}]", fn)
         if t.shape != ref.shape:
             raise ValueError(
                 f"{fn}: `{name}[{n!r}]` must have shape {tuple(ref.shape)} like the model's "
@@ -100,6 +109,10 @@ def as_vector(point: Mapping[str, torch.Tensor]) -> torch.Tensor:
     if not isinstance(point, Mapping) or not point:
         raise TypeError(f"as_vector: `point` must be a non-empty dict name -> tensor, "
                         f"got {type(point).__name__}")
+    first = next(iter(point))
+    for n, t in point.items():
+        check_like(check_tensor(t, f"point[{n!r}]", "as_vector", floating=False), point[first],
+                   f"point[{n!r}]", "as_vector", f"point[{first!r}]")
     return torch.cat([t.reshape(-1) for t in point.values()])
 
 
@@ -114,6 +127,7 @@ def as_point(model_or_point, vector: torch.Tensor) -> Params:
     reference = (trainable_parameters(model_or_point) if isinstance(model_or_point, nn.Module)
                  else dict(model_or_point))
     check_tensor(vector, "vector", fn, ndim=1)
+    check_like(vector, next(iter(reference.values())), "vector", fn, "the parameters")
     total = sum(t.numel() for t in reference.values())
     if vector.numel() != total:
         raise ValueError(f"{fn}: `vector` must have {total} entries (the trainable parameters), "
@@ -129,8 +143,8 @@ def as_point(model_or_point, vector: torch.Tensor) -> Params:
 # Data and losses
 
 
-def data_batches(data, fn: str, device: torch.device | None,
-                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def data_batches(data, fn: str, device: torch.device | None, model: nn.Module | None = None,
+                 loss_fn=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Return the data as a list of (x, y) batches on ``device`` (None: where they are).
 
     ``data`` is a pair ``(x, y)`` of tensors (one batch: the whole set) or an iterable of
@@ -139,7 +153,9 @@ def data_batches(data, fn: str, device: torch.device | None,
     iterable is read once, so every pass sees the same batches (a shuffling DataLoader would
     otherwise change the loss between two products). With ``device=None`` the batches stay
     where they are and the caller moves one at a time (`on_device`), so the device never holds
-    more than one batch of a large dataset.
+    more than one batch of a large dataset. Values must be finite; with ``model``, inputs must
+    have its floating dtype and, for a classification ``loss_fn``, integer labels must be among
+    its classes (`check_data`: one host read-back per batch).
     """
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         batches = [tuple(data)]
@@ -156,12 +172,13 @@ def data_batches(data, fn: str, device: torch.device | None,
             raise TypeError(f"{fn}: each batch of `data` must be a pair (x, y), got "
                             f"{type(batch).__name__} at position {i}")
         x, y = batch
-        check_tensor(x, "data x", fn, min_ndim=1, floating=False)
-        check_tensor(y, "data y", fn, min_ndim=1, floating=False)
+        check_not_meta(check_tensor(x, "data x", fn, min_ndim=1, floating=False), "data x", fn)
+        check_not_meta(check_tensor(y, "data y", fn, min_ndim=1, floating=False), "data y", fn)
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"{fn}: `data` inputs and targets must have the same, non-zero "
                              f"length, got {len(x)} and {len(y)}")
         out.append((x, y) if device is None else on_device((x, y), device))
+    check_data(model, out, fn, ("data x", "data y"), loss_fn)
     return out
 
 
@@ -204,13 +221,15 @@ def math_attention() -> Iterator[None]:
                 mha.set_fastpath_enabled(fastpath)
 
 
-def pair_data(data, fn: str, device: torch.device, name: str = "data"):
-    """Return ``(x, y)`` on ``device`` after checking ``data`` is one pair of tensors."""
+def pair_data(data, fn: str, device: torch.device, name: str = "data",
+              model: nn.Module | None = None, loss_fn=None):
+    """Return ``(x, y)`` on ``device`` after checking ``data`` is one pair of tensors (and, with
+    ``model``, matches it as in `data_batches`)."""
     if not (isinstance(data, (tuple, list)) and len(data) == 2
             and all(isinstance(t, torch.Tensor) for t in data)):
         raise TypeError(f"{fn}: `{name}` must be a pair (x, y) of tensors, "
                         f"got {type(data).__name__}")
-    return data_batches(data, fn, device)[0]
+    return data_batches(data, fn, device, model, loss_fn)[0]
 
 
 def check_loss_fn(loss_fn, fn: str) -> Callable:
@@ -320,7 +339,7 @@ def evaluate_combinations(
         asked).
     """
     device = model_device(model)
-    batches = data_batches(data, fn, None)
+    batches = data_batches(data, fn, None, model, loss_fn)
     frozen = _frozen_state(model)
     if batch_size is None:
         largest = max(len(x) for x, _ in batches)

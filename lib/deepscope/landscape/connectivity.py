@@ -99,7 +99,7 @@ def fit_bezier(
     check_loss_fn(loss_fn, fn)
     start = {n: t.clone() for n, t in trainable_parameters(model_a).items()}
     end = {n: t.clone() for n, t in check_point(model_b, start, "model_b", fn).items()}
-    x, y = pair_data(data, fn, model_device(model_a))
+    x, y = pair_data(data, fn, model_device(model_a), model=model_a, loss_fn=loss_fn)
     steps = check_int(steps, "steps", fn, minimum=0)
     lr = check_float(lr, "lr", fn, positive=True)
     size = len(x) if batch_size is None else check_int(batch_size, "batch_size", fn)

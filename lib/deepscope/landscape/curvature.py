@@ -84,7 +84,7 @@ class HessianOperator:
         self.dim = sum(p.numel() for p in self.params.values())
         self.dtype, self.device = first.dtype, first.device
         self.work_dtype = work_dtype(self.dtype)
-        batches = data_batches(data, fn, None)
+        batches = data_batches(data, fn, None, model, loss_fn)
         self.batches = [on_device(batches[0], self.device)] if len(batches) == 1 else batches
         self.frozen = _frozen_state(model)
         self.calls = 0

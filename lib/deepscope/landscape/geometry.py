@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .._checks import check_not_meta
 from .slices import as_grid
 
 __all__ = ["slice_curvature", "slice_nonconvexity", "Nonconvexity"]
@@ -30,9 +31,13 @@ __all__ = ["slice_curvature", "slice_nonconvexity", "Nonconvexity"]
 
 def _values(losses, name: str, fn: str, ndim: int) -> np.ndarray:
     if isinstance(losses, torch.Tensor):
-        values = losses.detach().to("cpu", torch.float64).numpy()
+        values = check_not_meta(losses, name, fn).detach().to("cpu", torch.float64).numpy()
     else:
-        values = np.asarray(losses, dtype=np.float64)
+        try:
+            values = np.asarray(losses, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{fn}: `{name}` must be a tensor or array of numbers, got "
+                            f"{type(losses).__name__}") from err
     if values.ndim != ndim:
         raise ValueError(f"{fn}: `{name}` must have {ndim} dimension(s), got shape "
                          f"{values.shape}")
@@ -50,7 +55,8 @@ def slice_curvature(alphas, losses, *, width: float | None = None) -> float:
 
     Args:
         alphas: the slice's coordinates (n,), containing points on both sides of 0.
-        losses: the losses (n,) at ``alphas`` (e.g. from `slice_1d`).
+        losses: the losses (n,) at ``alphas`` (e.g. from `slice_1d`): a tensor of any float
+            dtype, an array or a list, read in float64.
         width: half-width of the fitted window (default: a quarter of the larger of
             max |alpha|, so the quadratic term dominates).
 
@@ -91,7 +97,8 @@ def slice_nonconvexity(xs, ys, losses) -> Nonconvexity:
 
     Args:
         xs, ys: evenly spaced coordinates (len(xs),), (len(ys),), at least 3 each.
-        losses: the slice, shape (len(ys), len(xs)) as `slice_2d` returns it.
+        losses: the slice, shape (len(ys), len(xs)) as `slice_2d` returns it (any float dtype,
+            or nested lists; read in float64).
 
     Returns:
         `Nonconvexity` (ratio, negative, share_negative).

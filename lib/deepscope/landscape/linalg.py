@@ -27,7 +27,14 @@ from collections.abc import Callable
 
 import torch
 
-from .._checks import check_float, check_int, check_tensor
+from .._checks import (
+    check_finite,
+    check_float,
+    check_int,
+    check_like,
+    check_nonempty,
+    check_tensor,
+)
 from .._warnings import ConvergenceWarning
 
 __all__ = ["power_iteration", "lanczos", "ritz_pairs", "default_check_every", "work_dtype"]
@@ -240,6 +247,14 @@ def ritz_pairs(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, t
     the dtype and device of ``alpha`` (float16 has no ``eigh``, and a GPU would only wait);
     the results are float64 on the device of ``alpha``.
     """
+    fn = "ritz_pairs"
+    check_finite(check_nonempty(check_tensor(alpha, "alpha", fn, ndim=1), "alpha", fn, "entry"),
+                 "alpha", fn)
+    if not isinstance(beta, torch.Tensor) or beta.shape != (len(alpha) - 1,):
+        got = tuple(beta.shape) if isinstance(beta, torch.Tensor) else type(beta).__name__
+        raise ValueError(f"{fn}: `beta` must have shape ({len(alpha) - 1},) (one fewer than "
+                         f"`alpha`), got {got}")
+    check_like(beta, alpha, "beta", fn, "alpha", dtype=False)
     theta, s = _ritz_host(alpha, beta)
     return theta.to(alpha.device), s.to(alpha.device)
 

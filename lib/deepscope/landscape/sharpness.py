@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._checks import check_float, check_int, check_module, model_device
+from .._guards import restored_tensors, training_modes
 from ..train import History, evaluate
 from ._core import check_loss_fn, data_batches, pair_data
 from .curvature import top_eigenvalues
@@ -80,17 +81,12 @@ class SAM(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                self.state[p]["w"] = p.detach().clone()
                 factor = p * p if group["adaptive"] else 1.0
                 p.add_(factor * p.grad * (group["rho"] / (norm + 1e-12)))
 
-    @torch.no_grad()
-    def _restore(self) -> None:
-        for group in self.param_groups:
-            for p in group["params"]:
-                saved = self.state[p].pop("w", None)
-                if saved is not None:
-                    p.copy_(saved)
+    def _perturbed(self) -> list[torch.Tensor]:
+        """The parameters the ascent moves (those with a gradient)."""
+        return [p for group in self.param_groups for p in group["params"] if p.grad is not None]
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
         """Take one SAM step; ``closure`` is required (see the class docstring)."""
@@ -99,12 +95,10 @@ class SAM(torch.optim.Optimizer):
                              "gradients, computes the loss, calls backward() and returns it")
         with torch.enable_grad():
             loss = closure()
-        self._ascent()
-        try:
+        with restored_tensors(self._perturbed()):  # w saved before the ascent changes it
+            self._ascent()
             with torch.enable_grad():
                 closure()
-        finally:
-            self._restore()
         self.base_optimizer.step()
         return loss
 
@@ -144,16 +138,17 @@ def fit_sam(
     fn = "fit_sam"
     check_module(model, fn)
     loss_fn = check_loss_fn(loss_fn or nn.functional.cross_entropy, fn)
-    x, y = pair_data(train, fn, model_device(model), "train")
+    x, y = pair_data(train, fn, model_device(model), "train", model, loss_fn)
     epochs = check_int(epochs, "epochs", fn, minimum=0)
     batch_size = check_int(batch_size, "batch_size", fn)
     opt = SAM(model.parameters(), torch.optim.SGD, rho=rho, adaptive=adaptive, lr=lr,
               momentum=momentum, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(0 if seed is None else seed)
     history = History()
-    was_training = model.training
+    modes = training_modes(model)
     bar = tqdm(range(1, epochs + 1), desc=fn, disable=not progress, leave=False)
     try:
+        modes.start()
         for epoch in bar:
             model.train()
             order = torch.randperm(len(x), generator=generator).to(x.device)
@@ -185,8 +180,8 @@ def fit_sam(
                 history.test_acc.append(test_acc)
             bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
     finally:
+        modes.stop()
         bar.close()
-        model.train(was_training)
     return history
 
 
@@ -249,13 +244,12 @@ def track_sharpness(
     lr = check_float(lr, "lr", fn, positive=True)
     steps = check_int(steps, "steps", fn, minimum=0)
     every = check_int(every, "every", fn)
-    batches = data_batches(data, fn, model_device(model))
+    batches = data_batches(data, fn, model_device(model), model, loss_fn)
     total = sum(len(x) for x, _ in batches)
     params = [p for p in model.parameters() if p.requires_grad]
     history = SharpnessHistory(lr=lr)
     losses = []
-    was_training = model.training
-
+    modes = training_modes(model)
     previous = {}
     generator = torch.Generator().manual_seed(0 if seed is None else seed)
 
@@ -273,6 +267,7 @@ def track_sharpness(
 
     bar = tqdm(range(steps + 1), desc=fn, disable=not progress, leave=False)
     try:
+        modes.start()
         for step in bar:
             model.train()
             loss = 0.0
@@ -295,8 +290,8 @@ def track_sharpness(
                 for p, g in zip(params, grads):
                     p.sub_(lr * g)
     finally:
+        modes.stop()
         bar.close()
-        model.train(was_training)
     history.loss = torch.stack([torch.as_tensor(v) for v in losses]).tolist()
     history.step = list(range(len(history.loss)))
     return history

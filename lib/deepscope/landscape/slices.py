@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_int, check_module
+from .._checks import check_int, check_module, check_not_meta
 from .._forward import check_output_adapter
 from ._core import check_loss_fn, check_point, evaluate_combinations, trainable_parameters
 
@@ -35,7 +35,7 @@ __all__ = ["interpolate", "slice_1d", "slice_2d"]
 def as_grid(values, name: str, fn: str) -> torch.Tensor:
     """Return a 1-D float64 tensor of grid coordinates after checking it is non-empty, finite."""
     if isinstance(values, torch.Tensor):
-        grid = values.detach().to("cpu", torch.float64)
+        grid = check_not_meta(values, name, fn).detach().to("cpu", torch.float64)
     elif isinstance(values, Sequence) or hasattr(values, "__array__"):
         try:
             grid = torch.as_tensor(values, dtype=torch.float64)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_module
 from .._forward import root_module
 from .._guards import eval_mode, removing_hooks
 from ._core import check_batch_size, check_inputs, check_output
@@ -34,7 +34,7 @@ INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area")
 def find_layer(model: nn.Module, layer, fn: str = "find_layer") -> tuple[str, nn.Module]:
     """Return (name, module) for ``layer`` given as a submodule of ``model`` or its name
     (as in ``model.named_modules()``, e.g. ``"conv3"`` or ``"features.4"``)."""
-    named = dict(model.named_modules())
+    named = dict(check_module(model, fn).named_modules())
     if isinstance(layer, str):
         if layer not in named or layer == "":
             options = ", ".join(repr(n) for n in list(named)[1:12])
@@ -106,7 +106,7 @@ def _layer_gradients(model, x, target, max_target, layer, fn):
         with torch.enable_grad():
             return output.clone()  # successors, in-place ones too, work on a copy
 
-    with eval_mode(model), removing_hooks() as handles, torch.enable_grad():
+    with eval_mode(model), removing_hooks(model) as handles, torch.enable_grad():
         handles.append(module.register_forward_hook(keep))
         out = check_output(model(x.detach()), len(x), max_target, fn)
         if len(seen) != 1:

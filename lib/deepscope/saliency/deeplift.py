@@ -143,7 +143,7 @@ def deeplift(model, x: torch.Tensor, target, baseline=None, *, return_delta: boo
     chosen = [m for m in model.modules()
               if isinstance(m, DEEPLIFT_ELEMENTWISE) or type(m) in _POOLS]
     both = torch.cat([x, reference])
-    with eval_mode(model), removing_hooks() as handles:
+    with eval_mode(model), removing_hooks(model) as handles:
         inputs: dict = {}
         for module in chosen:
             _hook_module(module, handles, inputs)

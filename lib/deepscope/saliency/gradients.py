@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_float, check_int, check_tensor
+from .._checks import check_choice, check_float, check_int, check_like, check_tensor
 from .._guards import eval_mode
 from ._core import (
     check_batch_size,
@@ -146,7 +146,7 @@ def smoothgrad(
         raise TypeError(f"{fn}: `attribution` must be a callable (model, x, target) -> tensor, "
                         f"got {type(attribution).__name__}")
     if noise is not None:
-        check_tensor(noise, "noise", fn)
+        check_like(check_tensor(noise, "noise", fn), x, "noise", fn, dtype=False)
         if tuple(noise.shape) != (samples, *x.shape):
             raise ValueError(f"{fn}: `noise` must have shape {(samples, *x.shape)} "
                              f"(samples, *x.shape), got {tuple(noise.shape)}")

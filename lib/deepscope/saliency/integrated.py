@@ -17,7 +17,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_float, check_int, check_tensor
+from .._checks import (
+    check_choice,
+    check_finite,
+    check_float,
+    check_int,
+    check_like,
+    check_nonempty,
+    check_tensor,
+)
 from .._guards import eval_mode
 from ._core import (
     check_batch_size,
@@ -130,6 +138,7 @@ def completeness_gap(model, x, target, attributions, baseline=None, *,
     if attributions.shape != x.shape:
         raise ValueError(f"{fn}: `attributions` must have the shape of `x` {tuple(x.shape)}, "
                          f"got {tuple(attributions.shape)}")
+    check_like(attributions, x, "attributions", fn, dtype=False)
     baselines = resolve_baseline(baseline, x, fn)
     return _gap(model, x, target, max_target, baselines, attributions, fn)
 
@@ -236,6 +245,7 @@ def expected_gradients(
     if references.shape[1:] != x.shape[1:] or len(references) == 0:
         raise ValueError(f"{fn}: `references` must have shape {want} with R >= 1, "
                          f"got {tuple(references.shape)}")
+    check_like(references, x, "references", fn, dtype=False)
     samples = check_int(samples, "samples", fn)
     batch_size = check_batch_size(batch_size, fn)
     generator = make_generator(seed, x.device, fn)
@@ -277,7 +287,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         A tensor of the shape of ``x``.
     """
     fn = "gaussian_blur"
-    check_tensor(x, "x", fn, ndim=4, like="(B, C, H, W)")
+    check_finite(check_nonempty(check_tensor(x, "x", fn, ndim=4, like="(B, C, H, W)"), "x", fn,
+                                "image"), "x", fn)
     sigma = check_float(sigma, "sigma", fn, positive=True)
     radius = max(1, int(np.ceil(3 * sigma)))
     radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)

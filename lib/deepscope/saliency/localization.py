@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice, check_int, check_tensor
+from .._checks import check_choice, check_finite, check_int, check_nonempty, check_tensor
 
 __all__ = ["heatmap", "pointing_game", "mask_energy", "mask_iou", "blank_maps",
            "HEATMAP_REDUCTIONS"]
@@ -26,6 +26,7 @@ def heatmap(attributions: torch.Tensor, reduce: str = "abs") -> torch.Tensor:
     """
     fn = "heatmap"
     check_tensor(attributions, "attributions", fn, ndim=(3, 4), like="(B, C, H, W) or (B, H, W)")
+    check_finite(check_nonempty(attributions, "attributions", fn, "map"), "attributions", fn)
     check_choice(reduce, "reduce", fn, HEATMAP_REDUCTIONS)
     a = attributions if attributions.dim() == 4 else attributions[:, None]
     if reduce == "abs":
@@ -39,6 +40,7 @@ def heatmap(attributions: torch.Tensor, reduce: str = "abs") -> torch.Tensor:
 
 def _maps_and_masks(maps, mask, fn):
     check_tensor(maps, "maps", fn, ndim=(3, 4), like="(B, H, W) or (B, 1, H, W)")
+    check_finite(check_nonempty(maps, "maps", fn, "map"), "maps", fn)
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
         raise TypeError(f"{fn}: `mask` must be a bool tensor (True where the signal is), got "
                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
@@ -71,6 +73,7 @@ def blank_maps(maps: torch.Tensor, *, atol: float = 0.0) -> torch.Tensor:
     """
     fn = "blank_maps"
     check_tensor(maps, "maps", fn, min_ndim=2, like="(B, ...)")
+    check_finite(check_nonempty(maps, "maps", fn, "map"), "maps", fn)  # NaN max - min: not blank
     if not isinstance(atol, (int, float)) or isinstance(atol, bool) or atol < 0:
         raise ValueError(f"{fn}: `atol` must be a number >= 0, got {atol!r}")
     flat = maps.detach().flatten(1)

@@ -18,7 +18,19 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 
-from .._checks import check_choice, check_float, check_int, check_labels, check_tensor
+from .._checks import (
+    check_choice,
+    check_finite,
+    check_float,
+    check_for_model,
+    check_int,
+    check_labels,
+    check_like,
+    check_nonempty,
+    check_not_meta,
+    check_targets_for_model,
+    check_tensor,
+)
 from .._guards import eval_mode
 from ..train import evaluate, fit
 from ._core import make_generator
@@ -36,6 +48,8 @@ def _pixel_scores(x, scores, fn):
     """Return scores as (B, D) over the units that are removed together, and the unit shape."""
     check_tensor(x, "x", fn, min_ndim=2, like="(B, ...)")
     check_tensor(scores, "scores", fn, min_ndim=2)
+    check_finite(check_nonempty(x, "x", fn, "image"), "x", fn)
+    check_like(scores, x, "scores", fn, dtype=False)
     if scores.shape == x.shape:
         return scores.flatten(1), tuple(x.shape[1:])
     if x.dim() == 4 and scores.shape == (x.shape[0], *x.shape[2:]):
@@ -52,6 +66,7 @@ def rank_features(scores: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     """
     fn = "rank_features"
     check_tensor(scores, "scores", fn, min_ndim=2)
+    check_finite(check_nonempty(scores, "scores", fn, "image"), "scores", fn)
     flat = scores.detach().flatten(1)
     generator = make_generator(seed, "cpu", fn)
     perm = torch.randperm(flat.shape[1], generator=generator).to(flat.device)
@@ -171,10 +186,12 @@ def noisy_linear_impute(x: torch.Tensor, remove: torch.Tensor, *, noise: float =
     """
     fn = "noisy_linear_impute"
     check_tensor(x, "x", fn, ndim=(3, 4), like="(B, C, H, W) or (B, H, W)")
+    check_finite(check_nonempty(x, "x", fn, "image"), "x", fn)
     noise = check_float(noise, "noise", fn, nonnegative=True)
     if not isinstance(remove, torch.Tensor) or remove.dtype != torch.bool:
         raise TypeError(f"{fn}: `remove` must be a bool tensor, got "
                         f"{getattr(remove, 'dtype', type(remove).__name__)}")
+    check_not_meta(remove, "remove", fn)
     images = x if x.dim() == 4 else x[:, None]
     if remove.shape == (images.shape[0], *images.shape[2:]):
         remove = remove[:, None].expand_as(images)
@@ -217,7 +234,9 @@ def road(model, x: torch.Tensor, y: torch.Tensor, scores: torch.Tensor,
         Accuracies, a float64 tensor of shape (len(fractions),).
     """
     fn = "road"
+    check_for_model(model, check_tensor(x, "x", fn, min_ndim=2, like="(B, ...)"), "x", fn)
     y = check_labels(y, len(x), fn, name="y")
+    check_targets_for_model(model, x, y, "y", fn)
     accuracies = []
     with torch.no_grad(), eval_mode(model):
         for fraction in fractions:
@@ -225,6 +244,20 @@ def road(model, x: torch.Tensor, y: torch.Tensor, scores: torch.Tensor,
                                       seed=seed)
             accuracies.append((model(removed).argmax(1) == y.to(x.device)).double().mean())
     return torch.stack(accuracies).cpu()
+
+
+def _splits(train, test, fn):
+    """Return the (x, y) pairs ``train`` and ``test`` after checking them (finite images,
+    integer labels of the same length)."""
+    out = []
+    for name, split in (("train", train), ("test", test)):
+        if not isinstance(split, (tuple, list)) or len(split) != 2:
+            raise TypeError(f"{fn}: `{name}` must be a pair (x, y) of tensors, got "
+                            f"{type(split).__name__}")
+        x = check_tensor(split[0], f"{name}[0]", fn, min_ndim=2, like="(N, ...)")
+        check_finite(check_nonempty(x, f"{name}[0]", fn, "image"), f"{name}[0]", fn)
+        out.append((x, check_labels(split[1], len(x), fn, name=f"{name}[1]")))
+    return out
 
 
 def _retrain(make_model, train_x, train_y, test_x, test_y, seed, fit_kwargs):
@@ -249,7 +282,7 @@ def roar(make_model: Callable, train, test, scores_train, scores_test, fractions
     Returns:
         Accuracies, a float64 tensor of shape (len(fractions),).
     """
-    (xtr, ytr), (xte, yte) = train, test
+    (xtr, ytr), (xte, yte) = _splits(train, test, "roar")
     accuracies = []
     for fraction in fractions:
         a = remove_features(xtr, scores_train, fraction, order=order, fill=fill, seed=seed)
@@ -278,7 +311,7 @@ def diffroar(make_model: Callable, train, test, scores_train, scores_test, k: in
     Returns:
         ``{"top": accuracy, "bottom": accuracy, "diff": top - bottom}``.
     """
-    (xtr, ytr), (xte, yte) = train, test
+    (xtr, ytr), (xte, yte) = _splits(train, test, "diffroar")
     result = {}
     for which in ("top", "bottom"):
         a = keep_features(xtr, scores_train, k, which=which, fill=fill, seed=seed)

@@ -10,10 +10,14 @@ import torch.nn.functional as F
 
 from .._checks import (
     check_choice,
+    check_dataset,
     check_float,
+    check_for_model,
     check_int,
     check_labels,
     check_module,
+    check_nonempty,
+    check_targets_for_model,
     check_tensor,
     model_device,
 )
@@ -67,7 +71,9 @@ def pgd_attack(
     fn = "pgd_attack"
     check_module(model, fn)
     check_tensor(x, "x", fn, min_ndim=2, like="(B, ...)")
+    check_for_model(model, check_nonempty(x, "x", fn, "image"), "x", fn)
     y = check_labels(y, len(x), fn, name="y").to(x.device)
+    check_targets_for_model(model, x, y, "y", fn)
     eps = check_float(eps, "eps", fn, positive=True)
     check_choice(norm, "norm", fn, NORMS)
     steps = check_int(steps, "steps", fn)
@@ -106,6 +112,7 @@ def robust_accuracy(model, x, y, eps: float, *, batch_size: int = 512, **attack)
     """Return the accuracy of ``model`` on `pgd_attack` examples (keyword ``attack`` options
     passed on), evaluated in batches of ``batch_size`` images."""
     fn = "robust_accuracy"
+    check_for_model(model, check_tensor(x, "x", fn, min_ndim=2, like="(B, ...)"), "x", fn)
     y = check_labels(y, len(x), fn, name="y").to(x.device)
     correct = torch.zeros((), device=x.device)
     for lo in range(0, len(x), check_int(batch_size, "batch_size", fn)):
@@ -166,8 +173,9 @@ def adversarial_fit(
     if not (isinstance(train, (tuple, list)) and len(train) == 2):
         raise TypeError(f"{fn}: `train` must be a pair (x, y) of tensors, "
                         f"got {type(train).__name__}")
-    x = check_tensor(train[0], "train[0]", fn, min_ndim=2)
+    x = check_dataset(model, check_tensor(train[0], "train[0]", fn, min_ndim=2), "train[0]", fn)
     y = check_labels(train[1], len(x), fn, name="train[1]")
+    check_targets_for_model(model, x, y, "train[1]", fn)
     device = model_device(model)
     attack = {"eps": check_float(eps, "eps", fn, positive=True),
               "norm": check_choice(norm, "norm", fn, NORMS), "steps": check_int(steps, "steps", fn),

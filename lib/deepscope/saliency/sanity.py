@@ -19,7 +19,17 @@ from scipy.stats import rankdata
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_choice, check_int, check_module, check_tensor
+from .._checks import (
+    as_target,
+    check_choice,
+    check_finite,
+    check_for_model,
+    check_int,
+    check_like,
+    check_module,
+    check_nonempty,
+    check_tensor,
+)
 from .._guards import restored_parameters
 from .cam import find_layer
 
@@ -38,6 +48,8 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor, *, absolute: bool = False
     fn = "rank_correlation"
     check_tensor(a, "a", fn, min_ndim=1)
     check_tensor(b, "b", fn, min_ndim=1)
+    check_finite(check_nonempty(a, "a", fn, "map"), "a", fn)
+    check_like(b, a, "b", fn, "a")
     if a.shape != b.shape:
         raise ValueError(f"{fn}: `a` and `b` must have the same shape, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
@@ -58,6 +70,9 @@ def edge_detector(model, x: torch.Tensor, target=None) -> torch.Tensor:
     plugs in wherever an attribution method does."""
     fn = "edge_detector"
     check_tensor(x, "x", fn, ndim=4, like="(B, C, H, W)")
+    check_finite(check_nonempty(x, "x", fn, "image"), "x", fn)
+    if target is not None:  # unused, but a wrong one is still a mistake worth reporting
+        as_target(target, len(x), fn)
     sobel = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]],
                          dtype=x.dtype, device=x.device)
     kernels = torch.stack([sobel, sobel.T])[:, None]  # (2, 1, 3, 3)
@@ -133,6 +148,7 @@ def model_randomization(
         raise TypeError(f"{fn}: `attribution` must be a callable (model, x, target) -> maps, "
                         f"got {type(attribution).__name__}")
     seed = check_int(seed, "seed", fn, minimum=0)
+    check_for_model(model, check_tensor(x, "x", fn, min_ndim=2, like="(B, ...)"), "x", fn)
     names = randomizable_layers(model) if layers is None else [
         find_layer(model, layer, fn)[0] for layer in layers]
     if not names:

@@ -18,9 +18,13 @@ def as_array(
     checking it is real, finite and (with ``positive``) > 0. With ``flat`` it must be a number or
     1-D and comes back 1-D; otherwise any shape is kept (for broadcasting)."""
     if isinstance(x, torch.Tensor):
+        if x.device.type == "meta":
+            raise ValueError(f"{fn}: `{name}` is on the meta device, which holds no values")
         x = x.detach().cpu().numpy()
-    if isinstance(x, (bool, np.bool_)) or isinstance(x, str):
-        raise TypeError(f"{fn}: `{name}` must be an array of real numbers, got {type(x).__name__}")
+    if isinstance(x, (bool, np.bool_)) or isinstance(x, str) or (
+            isinstance(x, np.ndarray) and x.dtype.kind not in "biuf"):
+        got = f"dtype {x.dtype}" if isinstance(x, np.ndarray) else type(x).__name__
+        raise TypeError(f"{fn}: `{name}` must be an array of real numbers, got {got}")
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -38,6 +42,15 @@ def as_array(
     if positive and np.any(arr <= 0):
         raise ValueError(f"{fn}: `{name}` must be > 0, got {arr.min():g} (min)")
     return arr
+
+
+def broadcastable(fn: str, **arrays: np.ndarray) -> tuple[int, ...]:
+    """Return the broadcast shape of the named arrays; raise ``ValueError`` if there is none."""
+    try:
+        return np.broadcast_shapes(*(a.shape for a in arrays.values()))
+    except ValueError:
+        given = ", ".join(f"`{k}` {a.shape}" for k, a in arrays.items())
+        raise ValueError(f"{fn}: arrays must broadcast together, got shapes {given}") from None
 
 
 def same_length(fn: str, **arrays: np.ndarray) -> int:

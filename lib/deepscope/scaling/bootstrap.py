@@ -103,7 +103,14 @@ def bootstrap(
 
 def percentile_intervals(samples: dict[str, np.ndarray], ci: float) -> BootstrapResult:
     """Return the `BootstrapResult` of per-parameter ``samples`` (name -> (n_boot,)) with
-    percentile intervals of coverage ``ci``."""
+    percentile intervals of coverage ``ci``. Each sample must be 1-D, non-empty and finite."""
+    fn = "percentile_intervals"
+    if not isinstance(samples, dict) or not samples:
+        raise TypeError(f"{fn}: `samples` must be a non-empty dict name -> array (n_boot,), got "
+                        f"{type(samples).__name__}")
+    samples = {k: as_array(v, f"samples[{k!r}]", fn, positive=False) for k, v in samples.items()}
+    if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
+        raise ValueError(f"{fn}: `ci` must be a number in (0, 1), got {ci!r}")
     tail = 100 * (1 - ci) / 2
     intervals = {k: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
                  for k, v in samples.items()}

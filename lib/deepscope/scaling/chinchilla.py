@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _identify
 from ._lse import fit_lse, lse_jacobian, lse_objective, lse_residuals
-from ._validate import as_array, check_delta, same_length
+from ._validate import as_array, broadcastable, check_delta, same_length
 
 __all__ = [
     "ChinchillaParams", "ChinchillaFit", "ComputeOptimal", "HOFFMANN", "EPOCH",
@@ -134,6 +134,7 @@ def chinchilla_loss(N, D, params):
     p = as_params(params, fn)
     N = as_array(N, "N", fn, flat=False)
     D = as_array(D, "D", fn, flat=False)
+    broadcastable(fn, N=N, D=D)
     return _out(p.E + p.A * N ** -p.alpha + p.B * D ** -p.beta)
 
 
@@ -157,6 +158,7 @@ def isoflop_loss(N, C, params):
     fn = "isoflop_loss"
     N = as_array(N, "N", fn, flat=False)
     C = as_array(C, "C", fn, flat=False)
+    broadcastable(fn, N=N, C=C)
     return chinchilla_loss(N, C / (FLOP_PER_PARAMETER_TOKEN * N), params)
 
 

@@ -151,10 +151,17 @@ def fit_isoflop_optima(profiles: list[IsoFLOPProfile], *, interior_only: bool = 
         estimate is possible).
     """
     fn = "fit_isoflop_optima"
+    if not isinstance(profiles, (list, tuple)) or not all(
+            isinstance(p, IsoFLOPProfile) for p in profiles):
+        raise TypeError(f"{fn}: `profiles` must be a list of IsoFLOPProfile (from "
+                        f"isoflop_profiles), got {type(profiles).__name__}")
+    for i, p in enumerate(profiles):
+        as_array([p.C, *([p.N_opt, p.D_opt] if np.isfinite(p.N_opt) else [])],
+                 f"profiles[{i}]", fn)  # budgets and optima: finite and > 0 (NaN: no optimum)
     usable = [p for p in profiles if np.isfinite(p.N_opt) and (p.interior or not interior_only)]
     if len(usable) < 2:
-        raise ValueError(f"{fn}: need at least 2 budgets with a usable optimum, got {len(usable)} "
-                         f"of {len(profiles)} (widen the range of sizes per budget)")
+        raise ValueError(f"{fn}: `profiles`: need at least 2 budgets with a usable optimum, got "
+                         f"{len(usable)} of {len(profiles)} (widen the range of sizes per budget)")
     a, b, log_kn, log_kd, se = _line_through_optima(usable)
     if len(usable) == 2:
         _identify.warn(f"{fn}: only 2 budgets with a usable optimum: the line through them has "

@@ -48,6 +48,9 @@ def power_law_starts(x: np.ndarray, y: np.ndarray, irreducible: bool = True) -> 
     Exponents b in {0.1, 0.3, 1, 3}; with an irreducible term c in {0.01, 0.5, 0.9} * min(y);
     a then makes the law pass through the point of smallest x. Shape (12, 3) or (4, 2).
     """
+    fn = "power_law_starts"
+    x, y = as_array(x, "x", fn), as_array(y, "y", fn)
+    same_length(fn, x=x, y=y)
     i = int(np.argmin(x))
     rows = []
     for b in (0.1, 0.3, 1.0, 3.0):

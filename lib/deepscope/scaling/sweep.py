@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .. import models, train
-from .._checks import check_float, check_int, check_module, model_device
+from .._checks import check_finite, check_float, check_int, check_module, check_tensor, model_device
 from .._guards import eval_mode
 from .chinchilla import FLOP_PER_PARAMETER_TOKEN
 from .runner import INIT_LOCK, run_sweep
@@ -113,8 +113,18 @@ def markov_loss(model: nn.Module, chain: MarkovChain) -> float:
     (V, V). Its train/eval mode is restored."""
     fn = "markov_loss"
     check_module(model, fn)
-    device = model_device(model)
+    if not isinstance(chain, MarkovChain):
+        raise TypeError(f"{fn}: `chain` must be a MarkovChain (from markov_chain), got "
+                        f"{type(chain).__name__}")
+    check_tensor(chain.transition, "chain.transition", fn, ndim=2, like="(V, V)")
     V = chain.transition.shape[0]
+    if chain.transition.shape != (V, V) or tuple(chain.stationary.shape) != (V,):
+        raise ValueError(f"{fn}: `chain` must have a transition matrix (V, V) and a stationary "
+                         f"distribution (V,), got {tuple(chain.transition.shape)} and "
+                         f"{tuple(chain.stationary.shape)}")
+    check_finite(chain.transition, "chain.transition", fn)
+    check_finite(chain.stationary, "chain.stationary", fn)
+    device = model_device(model)
     with eval_mode(model):
         logits = model(torch.arange(V, device=device))
     if logits.shape != (V, V):
