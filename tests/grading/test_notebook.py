@@ -19,12 +19,13 @@ def _cell(source, number=1):
     return _analyse(Cell(number, python_source(source)))
 
 
-def test_python_source_blanks_ipython_lines_and_keeps_line_numbers():
+def test_python_source_transforms_ipython_lines_and_keeps_line_numbers():
     src = "%matplotlib inline\nx = 1\n!pip install foo\ndef f():\n    %time g()\n    return x\nf?\n"
     out = python_source(src)
     assert len(out.splitlines()) == len(src.splitlines())
     compile(out, "<cell>", "exec")
-    assert "    pass  # IPython-only" in out.splitlines()[4]
+    assert out.splitlines()[4] == "    get_ipython().run_line_magic('time', 'g()')"
+    assert out.splitlines()[6] == "get_ipython().run_line_magic('pinfo', 'f')"
 
 
 def test_analyse_finds_bound_names_and_global_references():
@@ -47,7 +48,7 @@ def test_cells_for_follows_dependencies_only():
     assert problem == "" and [c.number for c in chosen] == [3, 5, 6]
     chosen, _ = cells_for(cells, "h", provided={"np"})
     assert [c.number for c in chosen] == [9]
-    assert cells_for(cells, "nope", set())[1] == "no answer cell defines a function named 'nope'"
+    assert cells_for(cells, "nope", set())[1] == "no cell defines a function named 'nope'"
     broken = [_cell("def f(x)\n    return x\n", 4)]
     assert "the cell defining f (cell 4) does not compile" in cells_for(broken, "f", set())[1]
 
@@ -64,7 +65,8 @@ def test_code_cells_uses_answer_tags_or_every_code_cell(tmp_path):
     nb.cells[2].metadata["tags"] = ["answer", 3]
     nbformat.write(nb, path)
     cells, tagged = code_cells(read_notebook(path))
-    assert tagged and [c.number for c in cells] == [3]
+    assert tagged and [c.number for c in cells] == [2, 3]  # untagged cells are candidates too
+    assert [c.tagged for c in cells] == [False, True]
 
 
 def test_strip_solutions_code_and_markdown():

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from safetensors.torch import save as _safetensors_save
 
+from . import rules as _rules
+
 #: Linux clone flags for unshare(2): a new user namespace lets an unprivileged process own new
 #: mount, network and pid namespaces (see `_namespaces`).
 _CLONE_NEWNS = 0x00020000
@@ -320,14 +322,19 @@ def _differentiated(fn, args, kwargs, positions):
 def call_result(index: int, fn, call) -> bytes:
     """Call the student's function once; return the ``C`` frame body (outputs or the error).
 
-    ``call`` is ``(args, kwargs)`` or ``(args, kwargs, positions)``: with positions, the result
-    comes back as ``(value, gradients with respect to those positional arguments)``.
+    ``call`` is ``(args, kwargs)``, ``(args, kwargs, positions)`` or ``(args, kwargs, positions,
+    observe)``: with positions, the result comes back as ``(value, gradients with respect to
+    those positional arguments)``; with ``observe``, as ``(result, rules.changes(...))``.
     """
     args, kwargs, *rest = call
     positions = rest[0] if rest else ()
+    observe = len(rest) > 1 and bool(rest[1])  # also report what the call changed (rules.py)
     try:
+        before = _rules.snapshot(fn, args, kwargs) if observe else None
         value = _differentiated(fn, args, kwargs, positions) if positions else fn(*args,
                                                                                   **kwargs)
+        if observe:
+            value = (value, _rules.changes(before))
         tensors: dict = {}
         header = {"index": index, "ok": encode(value, tensors)}
         blob = _safetensors_save(tensors) if tensors else b""

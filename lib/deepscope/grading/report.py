@@ -6,9 +6,13 @@ import csv
 import io
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-#: Version of the JSON report's layout (bump when a field changes meaning).
-REPORT_FORMAT = 1
+#: Version of the JSON report's layout (bump when a field changes meaning). Format 2 added
+#: ``id``, ``seed``, each question's ``cells`` and ``helpers`` and each check's ``private``;
+#: ``--json`` always writes a list of reports. The layout is `report.schema.json`.
+REPORT_FORMAT = 2
+SCHEMA = Path(__file__).with_name("report.schema.json")
 
 
 def _fmt(points: float) -> str:
@@ -24,6 +28,7 @@ class CheckResult:
     max_points: float
     passed: bool
     message: str = ""
+    private: bool = False
 
 
 @dataclass
@@ -38,6 +43,11 @@ class QuestionResult:
     problem: str = ""
     warnings: list[str] = field(default_factory=list)
     output: str = ""
+    #: The notebook's cells this question ran (1-based numbers, all cells counted).
+    cells: list[int] = field(default_factory=list)
+    #: Other graded functions it calls: name -> "yours" (it passed its own checks) or
+    #: "reference" (it did not, and a correct one stood in).
+    helpers: dict[str, str] = field(default_factory=dict)
 
     @property
     def points(self) -> float:
@@ -66,6 +76,7 @@ class Report:
     """The grade of one submission: per-question results and how the grading ran."""
 
     submission: str
+    id: str = ""
     assignment: str = ""
     title: str = ""
     questions: list[QuestionResult] = field(default_factory=list)
@@ -77,6 +88,8 @@ class Report:
     started: str = ""
     error: str = ""
     warnings: list[str] = field(default_factory=list)
+    #: The grading seed the drawn cases came from (``deepscope grade --seed`` repeats them).
+    seed: int | None = None
 
     @property
     def points(self) -> float:
@@ -103,11 +116,16 @@ class Report:
         """Return `to_dict` as indented JSON text."""
         return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=str)
 
+    def failed_checks(self) -> list[tuple[QuestionResult, CheckResult]]:
+        """Every check that did not pass, with its question."""
+        return [(q, c) for q in self.questions for c in q.checks if not c.passed]
+
     def table(self, details: bool = True) -> str:
         """Return the points table (and, with ``details``, every failed check with its message)."""
         lines = [f"deepscope grade: {self.submission}"]
         if self.assignment:
-            lines.append(f"assignment {self.assignment}: {self.title}")
+            seed = f" (grading seed {self.seed})" if self.seed is not None else ""
+            lines.append(f"assignment {self.assignment}: {self.title}{seed}")
         if self.error:
             lines.append(f"NOT GRADED: {self.error}")
         width = max([len(q.function) for q in self.questions] + [8])
@@ -140,8 +158,15 @@ class Report:
         return "\n".join(lines)
 
 
+def reports_json(reports: list[Report]) -> str:
+    """Return the JSON document ``--json`` writes: always a list of reports, one per submission
+    (validated by `report.schema.json`)."""
+    return json.dumps([r.to_dict() for r in reports], indent=2, allow_nan=False, default=str)
+
+
 def gradebook_csv(reports: list[Report]) -> str:
-    """Return one CSV row per submission: file, assignment, points per question, total."""
+    """Return one CSV row per submission: student id, file, assignment, points per question,
+    total, max, error."""
     functions: list[str] = []
     for r in reports:
         for q in r.questions:
@@ -149,10 +174,10 @@ def gradebook_csv(reports: list[Report]) -> str:
                 functions.append(q.function)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["submission", "assignment", *functions, "total", "max", "error"])
+    writer.writerow(["id", "submission", "assignment", *functions, "total", "max", "error"])
     for r in reports:
         by_name = {q.function: q.points for q in r.questions}
         points = [_fmt(by_name.get(f, 0.0)) for f in functions]
-        writer.writerow([r.submission, r.assignment, *points, _fmt(r.points), _fmt(r.max_points),
-                         r.error])
+        writer.writerow([r.id, r.submission, r.assignment, *points, _fmt(r.points),
+                         _fmt(r.max_points), r.error])
     return buffer.getvalue()
