@@ -435,7 +435,14 @@ def serve(sock_fd: int) -> None:  # pragma: no cover - runs in the zygote proces
     """
     import select
     import socket
+    import tempfile
 
+    # torch.func's vmap imports torch._dynamo, which asks tempfile for a directory (tempfile
+    # probes by writing a file) and creates its cache directory: both writes the sandbox
+    # refuses. Resolve the temp dir and create the cache here, once (in the zygote's own dir).
+    tempfile.gettempdir()
+    cache = os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath("torch-cache"))
+    os.makedirs(os.path.join(cache, "dynamo"), exist_ok=True)
     sock = socket.socket(fileno=sock_fd)
     status_fds: dict[int, int] = {}
     while True:

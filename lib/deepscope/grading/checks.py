@@ -189,6 +189,22 @@ class Assignment:
         raise KeyError(f"assignment {self.id} has no question {function!r} (it has: {known})")
 
 
+def combine(*parts: tuple[list[Call], Judge]) -> tuple[list[Call], Judge]:
+    """Join several ``(calls, judge)`` pairs (e.g. the published case and drawn ones) into the
+    ``(calls, judge)`` of one check: each judge gets the outputs of its own calls."""
+    calls: list[Call] = []
+    spans = []
+    for made, judge in parts:
+        spans.append((len(calls), len(made), judge))
+        calls.extend(made)
+
+    def judge_all(outs):
+        for start, count, judge in spans:
+            judge(outs[start:start + count])
+
+    return calls, judge_all
+
+
 # ---------------------------------------------------------------------------------------------
 # Judging helpers: each returns the checked value or raises Fail with a helpful message
 
