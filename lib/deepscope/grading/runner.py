@@ -10,6 +10,7 @@ submission cannot have written, and a change is someone editing the library mean
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import importlib
 import runpy
@@ -117,11 +118,12 @@ def with_private_checks(assignment: Assignment, paths: Sequence[str | Path]) -> 
                 raise GradingError(f"{path}: {err.args[0]}") from err
             if not all(isinstance(c, Check) for c in checks):
                 raise GradingError(f"{path}: CHECKS[{function!r}] must be a list of Check")
-            question.checks.extend(checks)
+            question.checks.extend(dataclasses.replace(c, private=True) for c in checks)
         for question in namespace.get("QUESTIONS", []):
             if not isinstance(question, Question):
                 raise GradingError(f"{path}: QUESTIONS must hold Question objects")
-            extended.questions.append(question)
+            extended.questions.append(dataclasses.replace(question, checks=[
+                dataclasses.replace(c, private=True) for c in question.checks]))
         if not {"CHECKS", "QUESTIONS"} & set(namespace):
             raise GradingError(f"{path} defines neither CHECKS nor QUESTIONS")
     return extended
