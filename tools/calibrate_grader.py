@@ -1,5 +1,6 @@
 """Calibrate the grader: grade each master over many grading seeds; a correct answer must never
-lose a point. With ``--mutants``: how often each wrong answer of ``tests/grading`` is caught.
+lose a point. With ``--mutants``: how often each wrong answer of ``tests/grading`` is caught;
+with ``--variants``: each correct-but-different answer there over the seeds (it must not lose).
 
     python -m tools.calibrate_grader --seeds 0-199            # every assignment
     python -m tools.calibrate_grader 05_scaling_laws --seeds 0-49 --json calibration.json
@@ -150,6 +151,36 @@ def mutant_rates(assignment_id: str, seeds: list[int]) -> list[dict]:
     return rows
 
 
+def variant_rates(assignment_id: str, seeds: list[int]) -> list[dict]:
+    """Grade every correct-but-different answer of ``tests/grading/variants.py`` once per seed in
+    this process; return, per variant, the seeds where it lost a point (it must not)."""
+    from deepscope.grading import load_assignment
+    from deepscope.grading.notebook import python_source
+    from deepscope.grading.runner import _build_checks
+
+    sys.path.insert(0, str(ROOT))
+    from tests.grading.mutants import master_solution, mutate
+    from tests.grading.variants import VARIANTS
+
+    assignment = load_assignment(assignment_id)
+    rows = []
+    for kind, name, changes in VARIANTS.get(assignment_id, []):
+        namespace = answer_namespace(assignment)
+        for function, change in changes.items():
+            source = mutate(master_solution(ROOT / assignment.master, function), change)
+            exec(compile(python_source(source), "<variant>", "exec"), namespace)  # noqa: S102
+        lost = []
+        for seed in seeds:
+            for function in changes:
+                question = assignment.question(function)
+                if any(judge_check(namespace[function], calls, judge) for calls, judge in
+                       _build_checks(question, "cpu", seed)):
+                    lost.append((seed, function))
+        rows.append({"assignment": assignment_id, "kind": kind, "variant": name,
+                     "seeds": len(seeds), "lost": lost})
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("assignments", nargs="*", help="assignment ids (default: all)")
@@ -158,6 +189,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     parser.add_argument("--mutants", action="store_true",
                         help="instead: how often each new mutant of tests/grading is caught")
+    parser.add_argument("--variants", action="store_true",
+                        help="instead: grade each correct-but-different answer of tests/grading")
     args = parser.parse_args(argv)
     import torch
     from deepscope.grading.runner import ASSIGNMENTS
@@ -165,6 +198,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     seeds = parse_seeds(args.seeds)
     rows = []
+    if args.variants:
+        for assignment_id in args.assignments or list(ASSIGNMENTS):
+            for row in variant_rates(assignment_id, seeds):
+                rows.append(row)
+                print(f"{row['assignment']:<24} {row['kind']:<16} lost points on "
+                      f"{len(row['lost'])}/{row['seeds']} seeds {row['lost'][:5]}  "
+                      f"{row['variant']}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return 1 if any(r["lost"] for r in rows) else 0
     if args.mutants:
         for assignment_id in args.assignments or list(ASSIGNMENTS):
             for row in mutant_rates(assignment_id, seeds):

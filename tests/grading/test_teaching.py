@@ -234,3 +234,52 @@ def test_nbgrader_source_marks_solutions_and_adds_one_grade_cell_per_question():
     assert len({c.id for c in nb.cells}) == len(nb.cells)
     assert "grade_question('03_contrastive_geometry', 'info_nce')" in graded[0].source
     assert "nbgrader" not in master.cells[5].metadata  # the master is left alone
+
+
+def test_gradescope_mode_explains_a_submission_it_cannot_grade(tmp_path, toy):
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    out = tmp_path / "results" / "results.json"
+    assert cli.main(["grade", str(folder), "--assignment", TOY, "--gradescope", str(out)]) == 1
+    data = json.loads(out.read_text())
+    jsonschema.validate(data, GRADESCOPE_SCHEMA)
+    assert data["score"] == 0 and "no .ipynb file" in data["output"]
+    toy.write(folder, toy.SOLUTION, name="a.ipynb")
+    assert cli.main(["grade", str(folder), "--assignment", TOY, "--gradescope", str(out)]) == 0
+    data = json.loads(out.read_text())
+    jsonschema.validate(data, GRADESCOPE_SCHEMA)
+    assert data["score"] == 4.0 and data["extra_data"]["id"] == "a"
+
+
+def test_grade_question_grades_what_an_ipython_kernel_ran(toy, capsys):
+    """nbgrader's grade cells: the kernel's input history (magics included) is the notebook."""
+    from deepscope.grading.nbgrader import grade_question
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        for source in ["%load_ext autoreload", toy.SOLUTION["softmax"],
+                       "def norm(x):\n    return 0.0\n"]:
+            shell.run_cell(source, store_history=True)
+        assert grade_question(TOY, "softmax", seed=1) == 3.0
+        assert grade_question(TOY, "norm", seed=1) == 0.0
+    finally:
+        InteractiveShell.clear_instance()
+    out = capsys.readouterr()
+    assert "softmax" in out.out and "3 / 3" in out.out and out.err == ""
+    with pytest.raises(RuntimeError, match="inside a Jupyter kernel"):
+        grade_question(TOY, "softmax")
+
+
+def test_similarity_report_of_a_folder(tmp_path, toy):
+    copied = ("def softmax(x):\n    shifted = x - x.max(dim=-1, keepdim=True).values  # stable\n"
+              "    ex = shifted.exp()\n\n    return ex / ex.sum(dim=-1, keepdim=True)\n")
+    toy.write(tmp_path, toy.SOLUTION, name="ann.ipynb")
+    toy.write(tmp_path, {**toy.SOLUTION, "softmax": copied}, name="ben.ipynb")
+    out = tmp_path / "similar.md"
+    assert cli.main(["grade", str(tmp_path), "--assignment", TOY, "--quiet", "--similarity",
+                     str(out), "--similarity-threshold", "0.9"]) == 0
+    text = out.read_text()
+    assert "evidence for a human to weigh, not a verdict" in text
+    assert "| ann | ben | 1.00 |" in text  # softmax: the disguised copy
+    assert "Too short to compare (2): ann, ben" in text  # norm: a one-liner
