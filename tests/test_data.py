@@ -133,3 +133,56 @@ def test_chinchilla_points():
     assert kept["loss"].max() < dropped.min()
     assert set(kept) == {"N", "C", "D", "loss"}
     assert np.all(kept["N"] > 1e7) and np.all(kept["loss"] > 1.5)
+
+
+def test_mnist_split_is_fixed_stratified_disjoint_and_scaled():
+    x, y = data.mnist("train")
+    xt, yt = data.mnist("test")
+    xa, ya = data.mnist("all")
+    assert x.shape == (4000, 1, 28, 28) and xt.shape == (1000, 1, 28, 28)
+    assert xa.shape == (5000, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.long
+    assert torch.equal(torch.bincount(y), torch.full((10,), 400))
+    assert torch.equal(torch.bincount(yt), torch.full((10,), 100))
+    assert 0.0 <= float(x.min()) and float(x.max()) == 1.0
+    # Disjoint: no test image equals a train image (MNIST has no exact duplicates here).
+    train_rows = {row.numpy().tobytes() for row in (x.flatten(1) * 255).round().to(torch.uint8)}
+    assert not any(r.numpy().tobytes() in train_rows
+                   for r in (xt.flatten(1) * 255).round().to(torch.uint8))
+    # Fixed, and independent of the global RNG.
+    torch.manual_seed(123)
+    np.random.seed(123)
+    x2, y2 = data.mnist("train")
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    # Classes interleaved: a prefix of 200 holds every class.
+    head, yh = data.mnist("train", n=200, flatten=True, dtype=torch.float64)
+    assert head.shape == (200, 784) and head.dtype == torch.float64
+    assert torch.equal(head, x[:200].flatten(1).double()) and len(set(yh.tolist())) == 10
+
+
+@pytest.mark.parametrize("kwargs, err, msg", [
+    ({"split": "val"}, ValueError, "mnist: `split` must be one of 'train', 'test', 'all'"),
+    ({"n": 0}, ValueError, "mnist: `n` must be >= 1, got 0"),
+    ({"n": 5000}, ValueError, "mnist: `n` must be at most 4000 for split 'train', got 5000"),
+    ({"n": 2.0}, TypeError, "mnist: `n` must be an int, got float"),
+])
+def test_mnist_bad_input(kwargs, err, msg):
+    with pytest.raises(err, match=msg):
+        data.mnist(**kwargs)
+
+
+def test_mnist_refuses_an_altered_file(tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copy(data.data_path("mnist_5k.csv.gz"), tmp_path / "mnist_5k.csv.gz")
+    with open(tmp_path / "mnist_5k.csv.gz", "r+b") as handle:  # flip one byte
+        handle.seek(1000)
+        byte = handle.read(1)
+        handle.seek(1000)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    monkeypatch.setenv("DEEPSCOPE_DATA", str(tmp_path))
+    data._mnist_numpy.cache_clear()
+    try:
+        with pytest.raises(data.DataIntegrityError, match="mnist_5k.csv.gz has sha256"):
+            data.mnist("test")
+    finally:
+        data._mnist_numpy.cache_clear()

@@ -58,3 +58,18 @@ def test_count_parameters():
     net.fc1.weight.requires_grad_(False)
     assert models.count_parameters(net) == 3 + 3 * 2 + 2
     assert models.count_parameters(net, trainable_only=False) == 23
+
+
+def test_cnn1d_is_the_mnist1d_convbase():
+    model = models.cnn1d()
+    # Greydanus & Kobak's ConvBase: 25 channels, kernels 5/3/3, stride 2, padding 1 -> 5,210.
+    assert models.count_parameters(model) == 5210
+    assert [name for name, _ in model.named_children()] == [
+        "conv1", "relu1", "conv2", "relu2", "conv3", "relu3", "flatten", "fc"]
+    assert model(torch.randn(4, 1, 40)).shape == (4, 10)
+    wide = models.cnn1d(60, 3, in_channels=2, channels=8, kernel_sizes=(3, 3))
+    assert wide(torch.randn(2, 2, 60)).shape == (2, 3) and wide.fc.in_features == 8 * 15
+    with pytest.raises(ValueError, match="cnn1d: a signal of length 2 is too short"):
+        models.cnn1d(2, kernel_sizes=(5, 3, 3))
+    with pytest.raises(TypeError, match="cnn1d: `channels` must be an int"):
+        models.cnn1d(channels=2.5)

@@ -3,16 +3,24 @@
     python -m tools.build_site [PATTERN ...] [--workers 2] [--out _build/site]
     python3 book.py lab --site [PATTERN ...]        # the same, after the usual set-up
 
-Notebooks are executed by `tools.execute_book.execute` (nbclient; the executed copies also land
-in ``--executed``) and converted by nbconvert's ``lab`` HTML template. nbclient stores the state
-of every widget in the notebook, and the template embeds it, so in the site each explorer shows
-its controls at their last values and the figure they last drew (rendered by the
-``@jupyter-widgets/html-manager`` script from a CDN; moving a control needs a kernel, so it does
-nothing there). The site mirrors the repository's layout:
+Notebooks are executed by `tools.execute_book.run` (nbclient on private kernels, never hanging;
+the executed copies also land in ``--executed``) and converted by nbconvert's ``lab`` HTML
+template. nbclient stores the state of every widget in the notebook, and the template embeds
+it, so in the site each explorer shows its controls at their last values and the figure they
+last drew (rendered by the ``@jupyter-widgets/html-manager`` script; moving a control needs a
+kernel, so it does nothing there). The site makes no network request: require.js, the widget
+renderer and MathJax are copied into ``_static/`` (see `tools.site_assets`), and Pagefind
+indexes every page for the search box (``search.html``; search needs the site served, e.g.
+``python -m http.server -d _build/site``). The site mirrors the repository's layout:
 
-    index.html                         the chapter table: every notebook, its run time and status
-    chapters/NN_topic/index.html       the chapter's README
+    index.html                         the chapter table (every notebook, its run time and
+                                       status) and the search box
+    search.html                        the search box alone (search.html?q=term)
+    chapters/NN_topic/index.html       the chapter's README (every chapter, also in a partial
+                                       build)
     chapters/NN_topic/NN_MM_title.html one page per executed notebook
+    _static/                           require.js, the widget renderer, MathJax
+    pagefind/                          the search index and its user interface
 
 Relative links are rewritten to the site (``x.ipynb`` -> ``x.html``, a chapter's ``README.md``
 -> its ``index.html``); other repository files a page links to are copied beside it. The build
@@ -25,21 +33,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import html
-import multiprocessing
 import os
 import re
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from tools.execute_book import ROOT, execute, notebooks
+from tools import site_assets
+from tools.execute_book import ROOT, Result, execute, notebooks
+from tools.execute_book import run as run_notebooks
 
 CHAPTERS = ROOT / "chapters"
 MARKER = ".deepscope-site"  # marks a folder this tool may wipe and rebuild
+ASSETS_CACHE = ROOT / ".cache" / "site-assets"  # the npm tarballs, fetched once
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 STYLE = """
 body { font: 16px/1.5 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
@@ -50,7 +59,8 @@ td.num { text-align: right; white-space: nowrap; } .failed { color: #b00020; fon
 code { background: #f3f3f3; padding: 0 0.2rem; } a { color: #0b5cad; }
 """
 NAV_STYLE = ("<style>.ds-nav { font: 14px system-ui, sans-serif; padding: 0.5rem 1rem; "
-             "border-bottom: 1px solid #ddd; background: #fafafa; }</style>")
+             "border-bottom: 1px solid #ddd; background: #fafafa; } "
+             ".ds-search { float: right; }</style>")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,32 +174,45 @@ def chapter_title(folder: Path) -> str:
 def _nav(depth: int, chapter: Path) -> str:
     up = "../" * depth
     return (f'<nav class="ds-nav"><a href="{up}index.html">deepscope</a> &rsaquo; '
-            f'<a href="index.html">{html.escape(chapter_title(chapter))}</a></nav>')
+            f'<a href="index.html">{html.escape(chapter_title(chapter))}</a>'
+            f'<a class="ds-search" href="{up}search.html">Search</a></nav>')
 
 
-def build_page(path: Path, executed: Path, site: Path) -> dict:
-    """Execute one notebook, write its HTML page; return what the index needs."""
+def build_page(path: Path, executed: Path, site: Path, run: Result | None = None) -> dict:
+    """Write the HTML page of one executed notebook (executing it first unless ``run``, the
+    result of its execution, is given); return what the index needs."""
     import nbformat
-    from nbconvert import HTMLExporter
 
-    name, seconds, error = execute(path, executed)
+    name, seconds, error = run if run is not None else execute(path, executed)
     error = re.sub(r"\x1b\[[0-9;]*m", "", error) if error else error  # no terminal colours
     nb = nbformat.read(executed / path.relative_to(CHAPTERS), as_version=4)
     page_path = PurePosixPath(path.relative_to(ROOT).with_suffix(".html").as_posix())
     title = notebook_title(nb) or path.stem
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(
-        nb, resources={"metadata": {"name": title}})
     copies: set[str] = set()
-    body = rewrite_links(body, page_path, copies)
-    nav = _nav(len(page_path.parts) - 1, path.parent)
-    body = re.sub(r"(<body[^>]*>)", lambda m: m[1] + NAV_STYLE + nav, body, count=1)
+    body = notebook_html(nb, page_path, path.parent, title, copies)
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    body = add_widget_fallbacks(body, state)
     target = site / page_path
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(body, encoding="utf-8")
     return {"source": name, "page": page_path.as_posix(), "title": title, "seconds": seconds,
             "error": error, "copies": sorted(copies), "widget_models": len(state)}
+
+
+def notebook_html(nb, page_path: PurePosixPath, chapter: Path, title: str,
+                  copies: set[str]) -> str:
+    """Convert an executed notebook to its page: nbconvert's ``lab`` template with require.js,
+    the widget renderer and MathJax loaded from the site's ``_static/`` (never a CDN), the nav
+    bar, links rewritten to the site, and a static fallback inside each widget view."""
+    from nbconvert import HTMLExporter
+
+    depth = len(page_path.parts) - 1
+    exporter = HTMLExporter(template_name="lab", **site_assets.asset_urls(depth))
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+    body = rewrite_links(body, page_path, copies)
+    nav = _nav(depth, chapter)
+    body = re.sub(r"(<body[^>]*>)", lambda m: m[1] + NAV_STYLE + nav, body, count=1)
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    return add_widget_fallbacks(body, state)
 
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -198,7 +221,7 @@ WIDGET_VIEW = re.compile(
     r'<script type="text/javascript">.*?</script>\s*'
     r'<script type="application/vnd.jupyter.widget-view\+json">\s*(?P<view>.*?)\s*</script>)'
     r'\s*</div>', re.S)
-# Hide a fallback once the widget manager (loaded from a CDN) has drawn the live view beside it.
+# Hide a fallback once the widget manager (from _static/) has drawn the live view beside it.
 FALLBACK_SCRIPT = """<script>
 window.addEventListener('load', function () {
   var tries = 0, timer = setInterval(function () {
@@ -271,16 +294,21 @@ def _document(title: str, body: str, depth: int) -> str:
 
 
 def chapter_page(folder: Path, results: list[dict], site: Path, copies: set[str]) -> str:
-    """Write a chapter's index.html: its README.md and links to its notebooks' pages."""
+    """Write a chapter's index.html: its README.md and links to all its notebooks' pages (those a
+    partial build left out are marked so)."""
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
     readme = folder / "README.md"
     page_path = PurePosixPath(folder.relative_to(ROOT).as_posix()) / "index.html"
     body = (markdown2html_mistune(readme.read_text(encoding="utf-8")) if readme.is_file()
             else f"<h1>{html.escape(chapter_title(folder))}</h1>")
-    items = "".join(f'<li><a href="{PurePosixPath(r["page"]).name}">'
-                    f'{html.escape(r["title"])}</a> (<code>{Path(r["source"]).stem}</code>)</li>'
-                    for r in results)
+    built = {Path(r["source"]).stem: r for r in results}
+    stems = sorted(set(built) | {p.stem for p in folder.glob("*.ipynb")})
+    items = "".join(
+        f'<li><a href="{html.escape(stem)}.html">{html.escape(built[stem]["title"])}</a> '
+        f"(<code>{html.escape(stem)}</code>)</li>" if stem in built else
+        f"<li><code>{html.escape(stem)}</code> (not built in this build)</li>"
+        for stem in stems)
     body = rewrite_links(body + f"<h2>Notebooks</h2><ul>{items}</ul>", page_path, copies)
     target = site / page_path
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -290,19 +318,25 @@ def chapter_page(folder: Path, results: list[dict], site: Path, copies: set[str]
 
 
 def index_page(results: list[dict], chapter_pages: dict[str, str], seconds: float) -> str:
-    """The site's front page: one table per chapter, linking each executed notebook."""
-    rows_by_chapter: dict[str, list[dict]] = {}
+    """The site's front page: the search box, then one table per chapter linking each executed
+    notebook (a chapter this build left out links its page only)."""
+    rows_by_chapter: dict[str, list[dict]] = {c: [] for c in chapter_pages}
     for r in results:
         rows_by_chapter.setdefault(str(Path(r["source"]).parent), []).append(r)
     parts = ["<h1>deepscope: the science of deep learning, measured in front of you</h1>",
              "<p>Every notebook of the book, executed. Each claim a notebook makes is an "
              "<code>assert</code> with a calibrated margin; the explorers show the state they "
              "were left in (run the notebook in JupyterLab to move them: "
-             "<code>python3 book.py lab</code>).</p>"]
+             "<code>python3 book.py lab</code>). Nothing on these pages loads from the network."
+             "</p>", site_assets.search_box(0)]
     for chapter, rows in sorted(rows_by_chapter.items()):
         folder = ROOT / chapter
         title = html.escape(chapter_title(folder))
         parts.append(f'<h2><a href="{chapter_pages[chapter]}">{title}</a></h2>')
+        if not rows:
+            parts.append("<p>Not built in this build (<code>python3 book.py lab --site</code> "
+                         "builds every chapter).</p>")
+            continue
         parts.append("<table><tr><th>Notebook</th><th>Title</th><th>Run time</th>"
                      "<th>Status</th></tr>")
         for r in rows:
@@ -314,6 +348,13 @@ def index_page(results: list[dict], chapter_pages: dict[str, str], seconds: floa
         parts.append("</table>")
     parts.append(f"<p>Built in {seconds:.0f} s on {time.strftime('%Y-%m-%d')}.</p>")
     return _document("deepscope", "\n".join(parts), 0)
+
+
+def search_page() -> str:
+    """``search.html``: the search box alone (``search.html?q=term`` searches at once)."""
+    return _document("deepscope: search", '<div data-pagefind-ignore="all"><p><a href="index.html">'
+                     "&larr; deepscope</a></p><h1>Search the book</h1>"
+                     + site_assets.search_box(0) + "</div>", 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,8 +383,10 @@ def site_size(site: Path) -> tuple[int, int]:
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def build_site(patterns: list[str], site: Path, executed: Path, workers: int = 2) -> dict:
-    """Execute the notebooks matching ``patterns`` (all if none) and write the site."""
+def build_site(patterns: list[str], site: Path, executed: Path, workers: int = 2, *,
+               search: bool = True, assets_cache: Path = ASSETS_CACHE) -> dict:
+    """Execute the notebooks matching ``patterns`` (all if none) and write the site, with its
+    scripts vendored in ``_static/`` and (``search``) a Pagefind index."""
     paths = notebooks(patterns)
     if not paths:
         raise SystemExit(f"build_site: no notebook matches {patterns}")
@@ -356,15 +399,17 @@ def build_site(patterns: list[str], site: Path, executed: Path, workers: int = 2
     site.mkdir(parents=True)
     (site / MARKER).write_text("built by tools/build_site.py; rebuilt from scratch each time\n")
     start = time.perf_counter()
-    # Fresh interpreters, not forks: a fork inherits the caller's state (a test runner's
-    # coverage tracer made one preface build take 15 minutes instead of 15 seconds).
-    spawn = multiprocessing.get_context("spawn")
-    with kernel_environment(workers), \
-            ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
-        results = list(pool.map(build_page, paths, [executed] * len(paths),
-                                [site] * len(paths)))
+    # The offline assets first: a build that cannot be made offline fails before executing.
+    assets = site_assets.install_assets(site, Path(assets_cache))
+    # Execute first (tools.execute_book: private kernels, cell timeouts, nothing left behind
+    # on Ctrl-C), then convert each executed notebook in this process.
+    with kernel_environment(workers):
+        runs = run_notebooks(paths, executed, workers=workers, env=dict(os.environ))
+    results = [build_page(path, executed, site, run) for path, run in zip(paths, runs)]
     copies = {c for r in results for c in r["copies"]}
-    by_chapter: dict[str, list[dict]] = {}
+    # Every chapter gets its page (a partial build too), so the site and its search are whole.
+    every = notebooks([])
+    by_chapter: dict[str, list[dict]] = {str(p.parent.relative_to(ROOT)): [] for p in every}
     for r in results:
         by_chapter.setdefault(str(Path(r["source"]).parent), []).append(r)
     pages = {c: chapter_page(ROOT / c, rows, site, copies) for c, rows in by_chapter.items()}
@@ -373,14 +418,18 @@ def build_site(patterns: list[str], site: Path, executed: Path, workers: int = 2
         shutil.copy2(ROOT / relative, site / relative)
     seconds = time.perf_counter() - start
     (site / "index.html").write_text(index_page(results, pages, seconds), encoding="utf-8")
-    # Pages of notebooks this (partial) build left out are not broken links.
-    every = notebooks([])
-    unbuilt = ({p.relative_to(ROOT).with_suffix(".html").as_posix() for p in every}
-               | {(p.parent.relative_to(ROOT) / "index.html").as_posix() for p in every}) \
-        - {r["page"] for r in results} - {str(page) for page in pages.values()}
+    (site / "search.html").write_text(search_page(), encoding="utf-8")
+    search = site_assets.index_site(site) if search else None
+    # Pages of notebooks this (partial) build left out are not broken links; without a search
+    # index, neither are the search box's files.
+    unbuilt = {p.relative_to(ROOT).with_suffix(".html").as_posix() for p in every} \
+        - {r["page"] for r in results}
+    if search is None:
+        unbuilt |= {f"{site_assets.SEARCH_DIR}/pagefind-ui.{ext}" for ext in ("js", "css")}
     files, size = site_size(site)
     return {"results": results, "broken": broken_links(site, allowed=unbuilt),
-            "seconds": seconds, "files": files, "bytes": size, "site": site}
+            "seconds": seconds, "files": files, "bytes": size, "site": site,
+            "assets": assets, "search": search}
 
 
 def main(argv=None) -> int:
@@ -390,9 +439,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "site")
     parser.add_argument("--executed", type=Path, default=ROOT / "_build" / "executed",
                         help="where the executed notebooks are written")
+    parser.add_argument("--no-search", action="store_true",
+                        help="skip the Pagefind search index (e.g. where its binary is missing)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)  # book.py lab --site -- ...
-    report = build_site(args.patterns, args.out, args.executed, args.workers)
+    try:
+        report = build_site(args.patterns, args.out, args.executed, args.workers,
+                            search=not args.no_search)
+    except site_assets.AssetError as err:
+        print(f"build_site: {err}", file=sys.stderr)
+        return 2
     failed = [r for r in report["results"] if r["error"]]
     for r in report["results"]:
         print(f"{r['seconds']:7.1f} s  {'ok    ' if r['error'] is None else 'FAILED'}  "
@@ -404,6 +460,12 @@ def main(argv=None) -> int:
     print(f"{report['seconds']:7.1f} s  site of {len(report['results'])} notebooks, "
           f"{report['files']} files, {report['bytes'] / 1e6:.1f} MB: "
           f"{report['site'] / 'index.html'}")
+    assets = ", ".join(f"{k} {v}" for k, v in report["assets"].items())
+    print(f"offline assets in _static/: {assets}")
+    if report["search"]:
+        print(f"search: Pagefind {report['search']['version']} indexed "
+              f"{report['search']['pages']} pages; search needs the site served over HTTP: "
+              f"python -m http.server -d {report['site']}  (then open http://127.0.0.1:8000/)")
     return 1 if failed or report["broken"] else 0
 
 

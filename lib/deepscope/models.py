@@ -109,6 +109,46 @@ def small_cnn(
     return nn.Sequential(OrderedDict(layers))
 
 
+def cnn1d(
+    length: int = 40,
+    num_classes: int = 10,
+    *,
+    in_channels: int = 1,
+    channels: int = 25,
+    kernel_sizes: tuple[int, ...] = (5, 3, 3),
+    stride: int = 2,
+) -> nn.Sequential:
+    """Build a strided 1-D convolutional classifier, the CNN baseline of MNIST-1D.
+
+    Block ``i`` is ``conv{i}`` (``kernel_sizes[i-1]``, stride ``stride``, padding 1) and
+    ``relu{i}``; then ``flatten`` and a linear classifier ``fc`` on all positions (no pooling, so
+    the classifier sees where each feature is). The defaults are Greydanus & Kobak's (2024)
+    ``ConvBase``: 25 channels, kernels 5/3/3, stride 2, on signals of length 40 (5,210
+    parameters).
+
+    Returns:
+        ``nn.Sequential`` mapping (B, in_channels, length) to (B, num_classes).
+    """
+    fn = "cnn1d"
+    length, num_classes = check_int(length, "length", fn), check_int(num_classes, "num_classes", fn)
+    in_channels, channels = (check_int(in_channels, "in_channels", fn),
+                             check_int(channels, "channels", fn))
+    stride = check_int(stride, "stride", fn)
+    kernels = _hidden_sizes(kernel_sizes, fn)
+    layers: list[tuple[str, nn.Module]] = []
+    previous, size = in_channels, length
+    for i, k in enumerate(kernels, start=1):
+        layers.append((f"conv{i}", nn.Conv1d(previous, channels, k, stride=stride, padding=1)))
+        layers.append((f"relu{i}", nn.ReLU()))
+        size = (size + 2 - k) // stride + 1
+        if size < 1:
+            raise ValueError(f"{fn}: a signal of length {length} is too short for kernels "
+                             f"{kernels} at stride {stride}")
+        previous = channels
+    layers += [("flatten", nn.Flatten()), ("fc", nn.Linear(channels * size, num_classes))]
+    return nn.Sequential(OrderedDict(layers))
+
+
 class TinyTransformer(nn.Module):
     """A decoder-only (causal) transformer language model (Vaswani et al. 2017; GPT-style,
     pre-norm). Input (B, T) token ids with T <= context; output (B, T, vocab_size) logits."""

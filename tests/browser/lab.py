@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class LabServer:
     log: Path
     work: Path
     process: subprocess.Popen
+    runtime: Path  # the server's runtime folder: connection files and kernel sockets
 
     def notebook_url(self, relpath: str) -> str:
         return f"{self.url}/lab/tree/{relpath}?token={self.token}"
@@ -105,10 +107,12 @@ def lab_server(root: Path, work: Path, startup_timeout: float = 120):
 
     ``work`` receives the server's private Jupyter folders and its log.
     """
-    folders = {name: work / name for name in ("config", "data", "runtime", "settings",
-                                              "workspaces")}
+    folders = {name: work / name for name in ("config", "data", "settings", "workspaces")}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
+    # The runtime folder holds the kernels' IPC sockets, whose paths must fit in ~100 bytes:
+    # a short private folder of its own, not one below pytest's long temporary paths.
+    folders["runtime"] = Path(tempfile.mkdtemp(prefix="dsl-"))
     for name, settings in USER_SETTINGS.items():
         target = folders["settings"] / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +126,7 @@ def lab_server(root: Path, work: Path, startup_timeout: float = 120):
     server = None
     try:
         for _attempt in range(3):  # another process may take the free port before the server
-            server = _start(root, work, env, token, log)
+            server = _start(root, work, env, token, log, folders["runtime"])
             if _wait_until_up(server, startup_timeout):
                 break
             shutdown(server)
@@ -132,18 +136,23 @@ def lab_server(root: Path, work: Path, startup_timeout: float = 120):
     finally:
         if server is not None:
             shutdown(server)
+        shutil.rmtree(folders["runtime"], ignore_errors=True)
 
 
-def _start(root: Path, work: Path, env: dict, token: str, log: Path) -> LabServer:
+def _start(root: Path, work: Path, env: dict, token: str, log: Path,
+           runtime: Path) -> LabServer:
     port = free_port()
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None"]
+           "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+           # Kernels on IPC sockets in this server's private runtime folder: no TCP ports to
+           # race for with kernels other processes start at the same moment (tools.kernels).
+           *(["--KernelManager.transport=ipc"] if os.name == "posix" else [])]
     with open(log, "w") as log_file:
         process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    return LabServer(f"http://127.0.0.1:{port}", token, root, log, work, process)
+    return LabServer(f"http://127.0.0.1:{port}", token, root, log, work, process, runtime)
 
 
 def _wait_until_up(server: LabServer, timeout: float) -> bool:
@@ -204,5 +213,5 @@ def shutdown(server: LabServer, grace: float = 15) -> None:
     for pid in kernels:
         with contextlib.suppress(OSError):
             # only a kernel of this server: its connection file lies in our runtime folder
-            if str(server.work).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if str(server.runtime).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                 os.kill(pid, signal.SIGKILL)

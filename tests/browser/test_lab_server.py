@@ -33,7 +33,7 @@ def test_server_and_kernels_stop_when_the_check_fails(tmp_path):
         assert kernel["name"] == "python3" and "started" in status
         deadline = time.monotonic() + 60
         while not (kernels := [p for p in lab._descendants(server.process.pid)
-                               if str(server.work).encode() in
+                               if str(server.runtime).encode() in
                                open(f"/proc/{p}/cmdline", "rb").read()]):
             assert time.monotonic() < deadline, "the kernel process never appeared"
             time.sleep(0.2)

@@ -15,6 +15,12 @@ the network decides like a nearest-class-centre rule (NC4)::
     ufm = collapse.train_ufm(num_classes=4, dim=8, n_per_class=50)
 """
 
+from .controls import (
+    PlaneRegularity,
+    nearest_centre_accuracy,
+    plane_regularity,
+    worst_equiangularity,
+)
 from .etf import FixedETFHead, etf_plane, fixed_etf_head, simplex_etf
 from .metrics import (
     CollapseMetrics,
@@ -54,6 +60,10 @@ __all__ = [
     "etf_distance",
     "self_duality",
     "ncc_mismatch",
+    "worst_equiangularity",
+    "PlaneRegularity",
+    "plane_regularity",
+    "nearest_centre_accuracy",
     "CollapseMetrics",
     "collapse_metrics",
     "find_classifier",

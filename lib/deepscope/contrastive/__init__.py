@@ -5,7 +5,9 @@
   2007), `singular_spectrum` (Jing et al. 2022), `collapse_indicator` (Chen & He 2021).
 - `augment`: random views of digits (`augment_digits`, `two_views`).
 - `trainers`: `projection_net`, `predictor_net`, `train_simclr`, `train_simsiam`.
-- `probe`: `embed`, `linear_probe`, `knn_accuracy`.
+- `probe`: `embed`, `linear_probe`, `knn_accuracy`; `fewlabel`: `few_label_probe`.
+- `bounds`: `infonce_bound` (I >= log N - L; van den Oord et al. 2018), `infonce_limit`
+  (Wang & Isola 2020, Theorem 1).
 
 Every name below is importable from ``deepscope.contrastive``::
 
@@ -14,6 +16,8 @@ Every name below is importable from ``deepscope.contrastive``::
 """
 
 from .augment import affine_digits, augment_digits, two_views
+from .bounds import InfoNCEBound, InfoNCELimit, infonce_bound, infonce_limit
+from .fewlabel import FewLabelResult, few_label_probe
 from .geometry import (
     alignment,
     circle_points,
@@ -46,6 +50,9 @@ from .trainers import (
 __all__ = [
     "AnchorGradients",
     "ContrastiveHistory",
+    "FewLabelResult",
+    "InfoNCEBound",
+    "InfoNCELimit",
     "ProbeResult",
     "affine_digits",
     "alignment",
@@ -57,7 +64,10 @@ __all__ = [
     "collapsed_info_nce",
     "effective_rank",
     "embed",
+    "few_label_probe",
     "info_nce",
+    "infonce_bound",
+    "infonce_limit",
     "knn_accuracy",
     "linear_probe",
     "negative_weights",
