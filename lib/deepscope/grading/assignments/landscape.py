@@ -383,12 +383,25 @@ def _hutchinson_diagonal(ctx):
                                   (ctx.integers(1, 5), ctx.integers(6, 30))))
 
 
-def _hutchinson_statistics(ctx):
+def hutchinson_case(ctx):
+    """The estimator check's case: a symmetric matrix drawn at grading time, its trace and the
+    variance of one Rademacher probe's z.Az, 2 sum_{i != j} A_ij^2: ``(A, trace, variance)``."""
     d = ctx.integers(20, 40)
     B = ctx.randn(d, d, seed=ctx.fresh_seed(), dtype=torch.float64)
     A = (B + B.T) / 2 + torch.diag(ctx.randn(d, seed=ctx.fresh_seed(), dtype=torch.float64))
-    trace = float(A.trace())
-    variance = 2 * float((A - torch.diag(torch.diag(A))).pow(2).sum())  # of one probe's z.Az
+    variance = 2 * float((A - torch.diag(torch.diag(A))).pow(2).sum())
+    return A, float(A.trace()), variance
+
+
+def hutchinson_statistic(estimates, samples: int, trace: float, variance: float) -> float:
+    """sum_k samples (estimate_k - trace)^2 / variance: about chi-square with K degrees of
+    freedom for K independent estimates of ``samples`` probes each."""
+    return sum(samples * (v - trace) ** 2 for v in estimates) / variance
+
+
+def _hutchinson_statistics(ctx):
+    A, trace, variance = hutchinson_case(ctx)
+    d = A.shape[0]
     like = torch.zeros(d, dtype=torch.float64, device=ctx.device)
     matvec = functools.partial(torch.mv, A)
     repeats, sizes = 30, (4, 64)
@@ -410,7 +423,7 @@ def _hutchinson_statistics(ctx):
             if len(set(group)) < len(group):
                 raise Fail(f"different seeds gave the same estimate ({case}, {n} samples): the "
                            "estimate must depend on the random probes the seed draws")
-            stat = sum(n * (v - trace) ** 2 for v in group) / variance
+            stat = hutchinson_statistic(group, n, trace, variance)
             if not low <= stat <= high:
                 how = ("spread much less" if stat < low else "spread more, or sit farther from "
                        "the trace,")

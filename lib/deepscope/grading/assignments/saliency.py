@@ -263,8 +263,10 @@ def _noisy_gradients(model, x, t, sigma, draws, generator):
     return grads.reshape(draws, -1)
 
 
-def _sg_statistics(ctx):
-    """SmoothGrad with its own noise, judged as an estimator (see the module docstring)."""
+def smoothgrad_statistics_case(ctx):
+    """The estimator check's case: a tanh network in float64, two inputs, targets, sigma, and
+    the mean and whitening of one noisy gradient (from 8192 draws): ``(model, x, t, sigma,
+    mean, whiten, rank)``; ``whiten.T @ (g - mean)`` has identity covariance."""
     d = ctx.integers(6, 12)
     model = _mlp(ctx, ctx.fresh_seed(), d, d + ctx.integers(4, 12), 3, "tanh", torch.float64)
     x = ctx.randn(2, d, seed=ctx.fresh_seed(), dtype=torch.float64)
@@ -274,8 +276,19 @@ def _sg_statistics(ctx):
     mean = grads.mean(0)
     values, vectors = torch.linalg.eigh(torch.cov(grads.T))
     keep = values > 1e-6 * values.max()
-    whiten = vectors[:, keep] / values[keep].sqrt()  # w = whiten^T (g - mean) has identity cov
-    rank = int(keep.sum())
+    whiten = vectors[:, keep] / values[keep].sqrt()
+    return model, x, t, sigma, mean, whiten, int(keep.sum())
+
+
+def smoothgrad_statistic(maps: torch.Tensor, samples: int, mean, whiten) -> float:
+    """sum_k samples * |whiten^T (map_k - mean)|^2 over the calls' maps (K, numel): about
+    chi-square with K * rank degrees of freedom for averages of independent noisy gradients."""
+    return float((samples * ((maps - mean) @ whiten).pow(2)).sum())
+
+
+def _sg_statistics(ctx):
+    """SmoothGrad with its own noise, judged as an estimator (see the module docstring)."""
+    model, x, t, sigma, mean, whiten, rank = smoothgrad_statistics_case(ctx)
     repeats, sizes = 10, (4, 64)
     low, high = (chi2.ppf(_TAIL, repeats * rank), chi2.isf(_TAIL, repeats * rank))
     calls = [Call(model, x, t, sigma=sigma, samples=n) for n in sizes for _ in range(repeats)]
@@ -290,7 +303,7 @@ def _sg_statistics(ctx):
                 raise Fail(f"two calls with noise=None and samples={n} returned the same map "
                            f"({case}): draw fresh noise on every call (torch.randn, without "
                            "reseeding the global generator)")
-            stat = float((n * ((group - mean) @ whiten).pow(2)).sum())
+            stat = smoothgrad_statistic(group, n, mean, whiten)
             if not low <= stat <= high:
                 ratio = stat / (repeats * rank)
                 why = ("the maps vary much less than averages of independent noisy gradients do"
