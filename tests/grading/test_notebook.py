@@ -148,3 +148,31 @@ def test_read_notebook_errors(tmp_path):
     bad.write_bytes(b"\xff\xfe")
     with pytest.raises(NotebookError, match="is not a readable notebook"):
         read_notebook(bad)
+
+
+def test_cells_become_python_as_ipython_makes_them():
+    from deepscope.grading.notebook import SHELL_SHIM
+
+    continuation = "def f(a, b):\n    return (a\n            % b)\n"
+    assert python_source(continuation) == continuation  # a modulo, not a magic
+    timed = python_source("%%time\ndef g(x):\n    y = %time x + 1\n    return y\n")
+    assert timed.startswith("# %%time") and "def g(x):" in timed
+    assert python_source("%%bash\necho hi\n") == "# %%bash\n# echo hi\n"
+    namespace = {}
+    exec(SHELL_SHIM, namespace)
+    exec(timed + python_source("listing = !ls\nz = g(2)\n%matplotlib inline\n"), namespace)
+    assert namespace["z"] == 3 and namespace["listing"] == []
+    cell = _cell("if True:\n    def h():\n        pass\ntry:\n    import numpy as npx\n"
+                 "except ImportError as err:\n    def k():\n        pass\n")
+    assert {"h", "npx", "err", "k"} <= cell.defines
+
+
+def test_the_last_definition_wins_and_a_broken_last_attempt_is_reported():
+    stub = _cell("def f(x):\n    raise NotImplementedError\n", 3)
+    solution = _cell("def f(x):\n    return helper(x)\n", 7)
+    helper = _cell("def helper(x):\n    return x\n", 9)
+    chosen, problem = cells_for([stub, solution, helper], "f", set())
+    assert problem == "" and [c.number for c in chosen] == [3, 7, 9]
+    broken = _cell("def f(x)\n    return 2 * x\n", 11)
+    assert "the cell defining f (cell 11) does not compile" in cells_for(
+        [stub, solution, helper, broken], "f", set())[1]

@@ -265,8 +265,9 @@ def _noisy_gradients(model, x, t, sigma, draws, generator):
 
 def smoothgrad_statistics_case(ctx):
     """The estimator check's case: a tanh network in float64, two inputs, targets, sigma, and
-    the mean and whitening of one noisy gradient (from 8192 draws): ``(model, x, t, sigma,
-    mean, whiten, rank)``; ``whiten.T @ (g - mean)`` has identity covariance."""
+    the law of one noisy gradient g estimated from 8192 draws: ``(model, x, t, sigma, mean,
+    whiten, rank, fourth)``, where ``w = whiten.T @ (g - mean)`` has identity covariance and
+    ``fourth`` is the variance of ``|w|^2`` (2 rank for a Gaussian g; more for heavier tails)."""
     d = ctx.integers(6, 12)
     model = _mlp(ctx, ctx.fresh_seed(), d, d + ctx.integers(4, 12), 3, "tanh", torch.float64)
     x = ctx.randn(2, d, seed=ctx.fresh_seed(), dtype=torch.float64)
@@ -277,20 +278,33 @@ def smoothgrad_statistics_case(ctx):
     values, vectors = torch.linalg.eigh(torch.cov(grads.T))
     keep = values > 1e-6 * values.max()
     whiten = vectors[:, keep] / values[keep].sqrt()
-    return model, x, t, sigma, mean, whiten, int(keep.sum())
+    fourth = float(((grads - mean) @ whiten).pow(2).sum(1).var())
+    return model, x, t, sigma, mean, whiten, int(keep.sum()), fourth
 
 
 def smoothgrad_statistic(maps: torch.Tensor, samples: int, mean, whiten) -> float:
-    """sum_k samples * |whiten^T (map_k - mean)|^2 over the calls' maps (K, numel): about
-    chi-square with K * rank degrees of freedom for averages of independent noisy gradients."""
+    """sum_k samples * |whiten^T (map_k - mean)|^2 over the calls' maps (K, numel)."""
     return float((samples * ((maps - mean) @ whiten).pow(2)).sum())
+
+
+def smoothgrad_null(rank: int, fourth: float, samples: int, repeats: int) -> tuple[float, float]:
+    """The law of `smoothgrad_statistic` for a correct estimator, as a scaled chi-square
+    ``c * chi2(nu)`` matching its mean, repeats * rank, and its variance, repeats * (2 rank +
+    (fourth - 2 rank) / samples): exact for Gaussian gradients, and the excess kurtosis of
+    averages of only a few bounded, skewed gradients (Satterthwaite 1946); returns (c, nu)."""
+    mean = repeats * rank
+    variance = repeats * (2 * rank + (fourth - 2 * rank) / samples)
+    return variance / (2 * mean), 2 * mean**2 / variance
 
 
 def _sg_statistics(ctx):
     """SmoothGrad with its own noise, judged as an estimator (see the module docstring)."""
-    model, x, t, sigma, mean, whiten, rank = smoothgrad_statistics_case(ctx)
+    model, x, t, sigma, mean, whiten, rank, fourth = smoothgrad_statistics_case(ctx)
     repeats, sizes = 10, (4, 64)
-    low, high = (chi2.ppf(_TAIL, repeats * rank), chi2.isf(_TAIL, repeats * rank))
+    bounds = {}
+    for n in sizes:
+        scale, dof = smoothgrad_null(rank, fourth, n, repeats)
+        bounds[n] = (scale * chi2.ppf(_TAIL, dof), scale * chi2.isf(_TAIL, dof))
     calls = [Call(model, x, t, sigma=sigma, samples=n) for n in sizes for _ in range(repeats)]
     case = _case(x, extra=f", sigma {sigma:.2g}, a tanh network, noise=None")
 
@@ -304,6 +318,7 @@ def _sg_statistics(ctx):
                            f"({case}): draw fresh noise on every call (torch.randn, without "
                            "reseeding the global generator)")
             stat = smoothgrad_statistic(group, n, mean, whiten)
+            low, high = bounds[n]
             if not low <= stat <= high:
                 ratio = stat / (repeats * rank)
                 why = ("the maps vary much less than averages of independent noisy gradients do"
