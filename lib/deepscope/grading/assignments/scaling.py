@@ -134,6 +134,11 @@ FRONTIER_LOSS = np.array([3.131833845205492, 2.962954091342755, 2.77808941679311
 #: Fits may reach the reference optimum's objective within this factor (a correct multi-start
 #: L-BFGS search gets there to 1e-6; an early stop or a worse local optimum does not).
 _OPTIMUM = 1e-3
+#: The Chinchilla fit's allowance: five parameters and a rugged objective; the notebook's own
+#: 32-start search landed 0.54% above the reference's optimum on one drawn case in 200
+#: (`tools.calibrate_grader`), while least squares, a missing E or 20 L-BFGS iterations land
+#: 3% to 900% above it.
+_CHINCHILLA_OPTIMUM = 0.02
 #: On fresh data, a fit may predict this much worse than the reference's parameters.
 _FRESH = 0.05
 
@@ -158,49 +163,57 @@ def _drawn_law(ctx):
     return np.logspace(lo, lo + span, n), (c, a, b), (lo, span)
 
 
-def _planted(x, law, what, observe=False):
-    c, a, b = law
-    y = c + a * x ** (-b)
+def _planted(x, law, what):
+    """The published noise-free law: its parameters must come back (to 0.1%)."""
+    y = law[0] + law[1] * x ** (-law[2])
 
     def judge(outs):
-        got = _law(expect_rules(outs[0], f"fit_power_law ({what})") if observe else outs[0])
+        got = _law(outs[0])
         for name, value, want in zip(("c", "a", "b"), got, law):
             expect_number_close(value, want, f"the fitted {name} of the noise-free law {what}",
                                 rtol=1e-3)
 
-    call = Call(x, y)
-    return [call.observe() if observe else call], judge
-
-
-def _pl_planted(ctx):
-    x = np.logspace(1, 5, 15)
-    x2, law, _ = _drawn_law(ctx)
-    return combine(_planted(x, (0.5, 3.0, 0.4), "0.5 + 3 x^-0.4"),
-                   _planted(x2, law, f"drawn at grading time ({len(x2)} points)", observe=True))
-
-
-def _outliers_case(x, law, bad, what):
-    c0, a0, b0 = law
-    y = c0 + a0 * x ** (-b0)
-    for i, factor in bad:
-        y[i] *= factor
-
-    def judge(outs):
-        c, a, b = _law(outs[0])
-        if not (abs(b - b0) <= 0.01 * b0 and abs(c - c0) <= 0.01 * c0):
-            raise Fail(f"with {len(bad)} outliers among {len(x)} points ({what}) the Huber fit "
-                       "should stay on the law the other points follow (b and c within 1%); "
-                       f"your b is {relative(abs(b - b0) / b0)} off and your c "
-                       f"{relative(abs(c - c0) / c0)} off")
-
     return [Call(x, y)], judge
 
 
+def _planted_drawn(ctx):
+    """A drawn noise-free law: judged by what it predicts, on its points and between them (a
+    drawn law can be nearly unidentifiable, e.g. a tiny b trades c against a, so its
+    parameters need not come back to 0.1% even from a perfect fit); an observed call."""
+    x, law, (lo, span) = _drawn_law(ctx)
+    c, a, b = law
+    y = c + a * x ** (-b)
+    between = 10 ** np.linspace(lo, lo + span, 97)
+    truth = c + a * between ** (-b)
+    what = f"a noise-free law drawn at grading time, {len(x)} points"
+
+    def judge(outs):
+        got = _law(expect_rules(outs[0], f"fit_power_law ({what})"))
+        with np.errstate(all="ignore"):
+            miss = np.abs(got[0] + got[1] * between ** (-got[2]) - truth) / truth
+        worst = float(np.nanmax(miss)) if np.isfinite(miss).all() else float("inf")
+        if not worst <= 1e-4:
+            raise Fail(f"the fitted law misses {what} by up to {relative(worst)} between its "
+                       "points (a fit of noise-free data must reproduce the law)")
+
+    return [Call(x, y).observe()], judge
+
+
+def _pl_planted(ctx):
+    return combine(_planted(np.logspace(1, 5, 15), (0.5, 3.0, 0.4), "0.5 + 3 x^-0.4"),
+                   _planted_drawn(ctx))
+
+
 def _pl_outliers(ctx):
-    x2, law, _ = _drawn_law(ctx)
-    picks = ctx.rng.choice(np.arange(1, len(x2) - 1), size=2, replace=False)
-    bad = [(int(i), ctx.uniform(1.3, 1.8)) for i in picks]
-    return _outliers_case(x2, law, bad, "a law drawn at grading time")
+    """Two outliers on a drawn law: a Huber fit keeps to the law the other points follow, which
+    is what reaching the Huber optimum means (least squares lands far from it)."""
+    x, law, _ = _drawn_law(ctx)
+    c, a, b = law
+    y = c + a * x ** (-b)
+    for i in ctx.rng.choice(np.arange(1, len(x) - 1), size=2, replace=False):
+        y[int(i)] *= ctx.uniform(1.3, 1.8)
+    return _optimum_case(x, y, f"{len(x)} points of a drawn law, two of them outliers",
+                         truth=law)
 
 
 def best_power_law(x, y, start=None):
@@ -223,8 +236,8 @@ def _optimum_case(x, y, what, truth=None, fresh=None):
         value = _power_objective(x, y, c, a, b)
         if not value <= best.objective * (1 + _OPTIMUM) + 1e-12:
             raise Fail(f"on {what}, your law's Huber objective is {value / best.objective:.3g} "
-                       "times the optimum the reference reaches: your search stopped at a worse "
-                       "point (scale the objective by 1/delta, search from several starts)")
+                       "times the optimum the reference reaches (minimise the Huber loss of the "
+                       "log residuals, scaled by 1/delta, from several starts)")
         if fresh is not None:
             new = _power_objective(x_new, y_new, c, a, b)
             if not new <= ref_fresh * (1 + _FRESH) + 1e-12:
@@ -256,12 +269,12 @@ def _pl_optimum(ctx):
 
 POWER_LAW = Question(
     "fit_power_law", "A robust power-law fit", [
-        Check("recovers planted laws from noise-free points (a published and a drawn one); "
-              "keeps the rules (x and y unchanged)", 1, _pl_planted,
+        Check("recovers planted laws from noise-free points (the published one's parameters, a "
+              "drawn one's predictions); keeps the rules (x and y unchanged)", 1, _pl_planted,
               hint="minimise sum huber(log(c + a x^-b) - log y) over (log a, log c, b) with "
                    "scipy.optimize.minimize from several starts"),
-        Check("ignores two outliers (Huber, not least squares) around a drawn law", 1,
-              _pl_outliers),
+        Check("ignores two outliers around a drawn law: reaches the Huber optimum there (least "
+              "squares does not)", 1, _pl_outliers),
         Check("reaches the optimum of the Huber objective (the notebook's frontier and drawn "
               "noisy data) and predicts fresh data as well as the reference fit", 2,
               _pl_optimum, hint="divide the objective by delta so L-BFGS-B does not stop early; "
@@ -397,14 +410,15 @@ NOTEBOOK_STARTS = np.array([(np.exp(e), np.exp(a), np.exp(b), alpha, beta)
                             for alpha in (0.3, 0.8) for beta in (0.3, 0.8)])
 
 
-def best_chinchilla(N, D, loss, truth):
-    """The reference optimum: L-BFGS from the planted law and from the notebook's 32 starts."""
-    starts = np.vstack([[truth[k] for k in ("E", "A", "B", "alpha", "beta")], NOTEBOOK_STARTS])
-    return reference.fit_chinchilla(N, D, loss, starts=starts)
+def best_chinchilla(N, D, loss):
+    """The reference optimum: L-BFGS from the notebook's 32 starts, the search the notebook
+    prescribes. (A start at the planted law sometimes finds a better optimum that the prescribed
+    search misses by 1%, as at seed 171 of the calibration; a better search still passes.)"""
+    return reference.fit_chinchilla(N, D, loss, starts=NOTEBOOK_STARTS)
 
 
-def _chinchilla_case(N, D, loss, truth, what, fresh=None):
-    best = best_chinchilla(N, D, loss, truth)
+def _chinchilla_case(N, D, loss, what, fresh=None):
+    best = best_chinchilla(N, D, loss)
     if fresh is not None:
         ref_fresh = reference.chinchilla_objective(*fresh, best)
 
@@ -413,7 +427,7 @@ def _chinchilla_case(N, D, loss, truth, what, fresh=None):
         if min(got["E"], got["A"], got["B"]) <= 0:
             raise Fail(f"E, A and B must be positive ({what})")
         value = reference.chinchilla_objective(N, D, loss, got)
-        if not value <= best.objective * (1 + _OPTIMUM) + 1e-9:
+        if not value <= best.objective * (1 + _CHINCHILLA_OPTIMUM) + 1e-9:
             raise Fail(f"on {what}, your fit's Huber objective is "
                        f"{value / best.objective:.3g} times the optimum the reference reaches "
                        "(Huber on the log-loss residuals, scaled by 1/delta, from several "
@@ -445,7 +459,7 @@ def noisy_chinchilla_data(ctx):
 
 def _ch_noisy(ctx):
     N, D, loss, law, fresh = noisy_chinchilla_data(ctx)
-    return _chinchilla_case(N, D, loss, law, f"{len(N)} noisy runs with two outliers, drawn at "
+    return _chinchilla_case(N, D, loss, f"{len(N)} noisy runs with two outliers, drawn at "
                             "grading time", fresh)
 
 
