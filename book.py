@@ -180,6 +180,10 @@ def _stages(python: str, workers: int) -> list[tuple[str, list[str] | None]]:
     ]
     if (ROOT / "tests" / "grading").is_dir():
         stages.append(("grader", [*pytest, "tests/grading", *cov, *xdist]))
+    if os.environ.get("DEEPSCOPE_TEST_USER") and (ROOT / "tests/grading/adversarial").is_dir():
+        # the adversarial suite again, as the unprivileged user most teachers grade as
+        stages.append(("adversarial-user", ["runuser", "-u", os.environ["DEEPSCOPE_TEST_USER"],
+                                            "--", *pytest, "tests/grading/adversarial", *xdist]))
     stages.append(("coverage", [python, "-m", "coverage", "report",
                                 f"--fail-under={COVERAGE_MIN}"]))
     # Kernels on private IPC sockets (tools.nbval_kernels: parallel starts cannot cross TCP

@@ -21,3 +21,17 @@ def test_cpu_time_ignores_sleeping():
     bench = Benchmark("cpu", ours=lambda: time.sleep(0.01), reference=busy, repeats=3)
     assert measure(bench, cpu_time=True).ratio < 0.5  # sleeping costs no CPU
     assert measure(bench).ours_s >= 0.009
+
+
+def test_compute_limit_does_the_work_flops_in_square_matmuls():
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from benchmarks.bench_landscape import PEAK_SIZE, compute_limit
+
+    a, b = torch.randn(512, 256), torch.randn(256, 512)
+    limit, flops = compute_limit(lambda: a @ b)
+    assert flops == 2 * 512 * 256 * 512
+    with FlopCounterMode(display=False) as counter:
+        limit()
+    assert counter.get_total_flops() == flops == 4 * 2 * PEAK_SIZE**3

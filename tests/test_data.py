@@ -94,6 +94,48 @@ def test_digit_canvas_marker_encodes_the_label():
     assert torch.equal(shifted.marker_class, (shifted.y + 1) % 10)
 
 
+def test_mnist_tiles_keep_every_ink_pixel_of_nearly_all_digits():
+    full, labels = data.mnist("test")
+    tiles, tile_labels = data._source_split("mnist", "test", "t")
+    assert tiles.shape == (1000, data.MNIST_TILE, data.MNIST_TILE) and tiles.dtype == np.float32
+    assert np.array_equal(tile_labels, labels.numpy())
+    ink_full = full.flatten(1).sum(1).numpy()
+    kept = tiles.reshape(1000, -1).sum(1) / ink_full
+    assert kept.min() > 0.97  # at worst a faint anti-aliased edge row is cut
+    assert (kept > 1 - 1e-5).mean() > 0.95
+
+
+def test_block_digits_from_mnist():
+    b = data.block_digits("test", n=50, seed=3, source="mnist")
+    h = data.MNIST_TILE
+    assert b.x.shape == (50, 1, 2 * h, h) and b.mask.shape == b.x.shape
+    patch = torch.from_numpy(data.null_patch(h))
+    assert torch.equal(b.x[~b.mask].view(-1, h, h), patch.expand(50, h, h))
+    assert float(b.x[b.mask].view(-1, h * h).sum(1).min()) > 10  # the digit block holds ink
+    assert data.null_patch(8).shape == (8, 8)
+    with pytest.raises(ValueError, match="block_digits: `source` must be one of 'digits', "
+                       "'mnist'"):
+        data.block_digits(source="fashion")
+
+
+def test_digit_canvas_from_mnist_boxes_distractors_and_markers():
+    clean = data.digit_canvas("test", n=120, size=32, seed=4, source="mnist")
+    busy = data.digit_canvas("test", n=120, size=32, distractors=4, seed=4, source="mnist")
+    tiles, _ = data._source_split("mnist", "test", "t")
+    assert clean.x.shape == (120, 1, 32, 32)
+    assert float(clean.x[~clean.mask].abs().max()) == 0.0  # the box holds all the ink
+    assert torch.equal(clean.boxes, busy.boxes)
+    assert torch.equal(busy.x[busy.mask], clean.x[clean.mask])
+    assert float(busy.x[~busy.mask].sum()) > 0
+    marked = data.digit_canvas(n=300, size=32, marker=1.0, seed=2, source="mnist")
+    assert torch.equal(marked.marker_class, marked.y)
+    assert torch.all(marked.boxes[:, 0] >= data.MARKER_BAND)
+    with pytest.raises(ValueError, match="`size` must be >= 20 to hold a 20x1-pixel digit"):
+        data.digit_canvas(n=2, size=16, source="mnist")
+    twice = data.digit_canvas(n=2, size=40, scale=2, source="mnist")
+    assert twice.x.shape == (2, 1, 40, 40)
+
+
 @pytest.mark.parametrize("kwargs, err, msg", [
     ({"size": 10}, ValueError, "`size` must be >= 16"),
     ({"size": 20, "marker": 0.5}, ValueError, "`size` must be >= 21"),

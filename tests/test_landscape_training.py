@@ -219,6 +219,11 @@ def test_plots_draw_what_they_are_given():
     density = L.spectral_density(model, F.cross_entropy, (x, y), iters=10, runs=2)
     fig = plotting.plot_spectrum(torch.randn(50), density=density, mark=[1.0, 2.0])
     assert len(fig.axes[0].lines) == 3
+    low, high = fig.axes[0].get_ylim()  # floored: the density's tails reach ~1e-100
+    peak = float(density.density()[1].max())
+    assert high >= peak and low == pytest.approx(1e-5 * high / 2)
+    unfloored = plotting.plot_spectrum(density=density, floor=None).axes[0].get_ylim()[0]
+    assert unfloored < low
     with pytest.raises(ValueError, match="pass `eigenvalues`, `density` or both"):
         plotting.plot_spectrum()
     h = L.SharpnessHistory(lr=0.1, step=[0, 1], loss=[1.0, 0.5], sharpness_step=[0],
@@ -227,6 +232,14 @@ def test_plots_draw_what_they_are_given():
     assert fig.axes[0].lines[0].get_ydata()[0] == 3.0
     _, ax = plt.subplots()
     assert plotting.plot_sharpness_history({"run": h}, ax=ax) is ax.figure
+    g = L.SharpnessHistory(lr=0.01, step=[0, 1, 2], loss=[1.0, 0.9, 0.8],
+                           sharpness_step=[0, 2], sharpness=[3.0, 50.0])
+    fig = plotting.plot_sharpness_history({"gd": h, "flow": g}, time=True, relative=True)
+    gd_line, flow_line = fig.axes[0].lines[:2]
+    assert list(flow_line.get_xdata()) == pytest.approx([0.0, 0.02])  # eta * t
+    assert list(flow_line.get_ydata()) == pytest.approx([0.015, 0.25])  # eta * lambda / 2
+    assert gd_line.get_ydata()[0] == pytest.approx(0.15)
+    assert fig.axes[0].lines[2].get_ydata()[0] == 1.0  # one threshold line for every run
     fig = plotting.plot_path_losses(torch.linspace(0, 1, 3), {"line": [1.0, 2.0, 1.0]})
     assert fig.axes[0].lines[0].get_ydata()[1] == 2.0
 

@@ -36,6 +36,24 @@ def test_small_cnn_shapes_and_layers():
         models.small_cnn(num_classes=0)
 
 
+def test_small_cnn_flatten_head_reads_positions():
+    net = models.small_cnn(channels=(4, 8, 8), head="flatten", input_size=28)
+    names = [n for n, _ in net.named_children()]
+    assert names[-2:] == ["flatten", "fc"] and "gap" not in names
+    assert net.fc.in_features == 8 * 7 * 7  # two pools: 28 -> 14 -> 7
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    wide = models.small_cnn(channels=(4, 8), head="flatten", input_size=(32, 16), pool_every=1)
+    assert wide.fc.in_features == 8 * 16 * 8 and wide(torch.randn(1, 1, 32, 16)).shape == (1, 10)
+    with pytest.raises(ValueError, match="`input_size` .* is required with head='flatten'"):
+        models.small_cnn(head="flatten")
+    with pytest.raises(ValueError, match="`head` must be one of 'gap', 'flatten'"):
+        models.small_cnn(head="max")
+    with pytest.raises(ValueError, match="`input_size` must be >= 4"):
+        models.small_cnn(head="flatten", input_size=2)
+    with pytest.raises(ValueError, match="`input_size` must be an int or a pair"):
+        models.small_cnn(head="flatten", input_size=(8, 8, 8))
+
+
 def test_tiny_transformer_is_causal():
     torch.manual_seed(0)
     net = models.tiny_transformer(11, context=12, d_model=16, n_layers=2, n_heads=4).eval()

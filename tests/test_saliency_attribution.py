@@ -279,8 +279,18 @@ def test_attribution_bad_input_messages(fn, cnn, images):
         fn(cnn, images, -1)
     with pytest.raises(ValueError, match=r"`target` must have shape \(4,\), got \(3,\)"):
         fn(cnn, images, torch.tensor([0, 1, 2]))
-    with pytest.raises(TypeError, match="`model` must be a torch.nn.Module, got function"):
-        fn(lambda z: z, images, 0)
+    with pytest.raises(TypeError, match="`model` must be an nn.Module or a callable forward "
+                       "x -> outputs, got str"):
+        fn("model", images, 0)
+    # A callable forward is accepted (researchers' models), so its output is what is checked
+    # (the batch may hold every sample or step at once); DeepLIFT needs modules to hook.
+    if fn is S.deeplift:
+        with pytest.raises(TypeError, match="`model` must be an nn.Module or a bound method"):
+            fn(lambda z: z, images, 0)
+    else:
+        with pytest.raises(ValueError, match=r"the model must return class scores of shape "
+                           r"\(\d+, C\), got shape \(\d+, 1, 8, 8\)"):
+            fn(lambda z: z, images, 0)
     with pytest.raises(ValueError, match=r"`x` must have at least 2 dimensions"):
         fn(cnn, torch.zeros(3, dtype=torch.float64), 0)
 

@@ -80,10 +80,15 @@ def test_grad_cam_errors(cnn, images):
                           nn.Flatten(), nn.Linear(2, 2)).double()
     with pytest.raises(ValueError, match="layer '1' must run exactly once per forward pass, got 2"):
         S.grad_cam(twice, images, 0, shared)
-    frozen = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 2)).double()
-    frozen[0].requires_grad_(False)
+
+
+    class Detached(nn.Module):
+        def forward(self, x):
+            return x.detach()
+
+    cut = nn.Sequential(nn.Conv2d(1, 2, 3), Detached(), nn.Flatten(), nn.Linear(72, 2)).double()
     with pytest.raises(ValueError, match="does not depend on layer '0' through autograd"):
-        S.grad_cam(frozen, images, 0, "0")
+        S.grad_cam(cut, images, 0, "0")
     assert all(not m._forward_hooks for m in twice.modules())
 
 

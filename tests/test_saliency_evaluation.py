@@ -102,6 +102,26 @@ def test_pointing_energy_and_iou_on_known_maps():
         S.mask_iou(torch.zeros(2, 3, 6, 6), mask)
 
 
+def test_blank_maps_are_counted_not_dropped():
+    mask = torch.zeros(3, 4, 4, dtype=torch.bool)
+    mask[:, 0, 0] = True
+    maps = torch.zeros(3, 4, 4)
+    maps[1, 2, 2] = 1.0
+    maps[2] = 0.3  # constant but not zero: blank too (no peak, no ranking)
+    assert S.blank_maps(maps).tolist() == [True, False, True]
+    assert S.blank_maps(maps[:, None]).tolist() == [True, False, True]
+    assert S.blank_maps(maps + 1e-9 * torch.rand(3, 4, 4), atol=1e-6).tolist() == [True, False,
+                                                                                   True]
+    # what the other scores make of a blank map: why it must be counted separately
+    assert S.pointing_game(maps, mask).tolist() == [True, False, True]  # argmax = first pixel
+    assert torch.isnan(S.mask_energy(maps, mask)[0])
+    assert torch.isnan(S.rank_correlation(maps, torch.rand(3, 4, 4))[0])
+    with pytest.raises(ValueError, match="blank_maps: `atol` must be a number >= 0, got -1"):
+        S.blank_maps(maps, atol=-1)
+    with pytest.raises(ValueError, match="blank_maps: `maps` must have at least 2"):
+        S.blank_maps(torch.zeros(3))
+
+
 # ---------------------------------------------------------------------------- removal
 
 def test_rank_features_breaks_ties_randomly_but_reproducibly():
@@ -167,6 +187,26 @@ def test_noisy_linear_imputation_is_bounded_and_handles_full_removal():
     with pytest.raises(ValueError, match=r"`remove` must have shape \(2, 3, 6, 6\) or "
                        r"\(2, 6, 6\), got \(2, 5, 5\)"):
         S.noisy_linear_impute(x, remove[:, :5, :5])
+
+
+def test_noisy_linear_imputation_solves_each_plane_on_its_own():
+    # one block-diagonal solve for the batch equals one solve per image and channel; the
+    # neighbours of a pixel never come from another image or channel
+    torch.manual_seed(0)
+    x = torch.rand(5, 2, 7, 9, dtype=torch.float64)
+    remove = torch.rand(5, 2, 7, 9) < 0.6
+    batch = S.noisy_linear_impute(x, remove, noise=0.0)
+    for b in range(5):
+        for c in range(2):
+            alone = S.noisy_linear_impute(x[b:b + 1, c:c + 1], remove[b:b + 1, c:c + 1],
+                                          noise=0.0)
+            assert torch.allclose(batch[b, c], alone[0, 0], atol=1e-12)
+    # a removed pixel is the weighted mean of its neighbours (the defining equation)
+    filled = batch[0, 0].numpy()
+    r, c = [int(v) for v in torch.nonzero(remove[0, 0] & (torch.arange(7)[:, None] % 6 > 0)
+                                          & (torch.arange(9)[None] % 8 > 0))[0]]
+    mean = sum(w * filled[r + dr, c + dc] for (dr, dc), w in S.NEIGHBOUR_WEIGHTS)
+    assert abs(filled[r, c] - mean) < 1e-6
 
 
 def signal_model():

@@ -62,6 +62,13 @@ def test_randomization_and_removal_plots(cnn):
     assert plotting.plot_removal_curves([0.1], {"a": [1.0]}, ax=ax) is ax.figure
     _, ax = plt.subplots()
     assert plotting.plot_randomization(results, ax=ax) is ax.figure
+    # blank maps: undefined correlations are counted on the figure, not silently averaged away
+    corr = results["gradient"].correlation.clone()
+    corr[0, :3] = float("nan")
+    holes = results["gradient"]._replace(correlation=corr)
+    ax = plotting.plot_randomization({"Grad-CAM": holes}).axes[0]
+    assert ax.get_legend().get_texts()[0].get_text() == "Grad-CAM (3 undefined)"
+    assert [t.get_text() for t in ax.texts] == ["3 blank"]
 
 
 def test_saliency_explorer_state_follows_controls(cnn):

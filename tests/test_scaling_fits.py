@@ -4,7 +4,7 @@ bad input."""
 import numpy as np
 import pytest
 import torch
-from deepscope import scaling
+from deepscope import IdentifiabilityWarning, scaling
 from deepscope.data import load_chinchilla_points
 from deepscope.scaling import _lse
 from scipy.optimize import check_grad, minimize_scalar
@@ -117,6 +117,7 @@ def test_as_params_forms_and_errors():
     p = scaling.EPOCH
     d = p._asdict()
     assert scaling.as_params(d) == p == scaling.as_params(list(p)) == scaling.as_params(p)
+    assert scaling.as_params(np.array(p)) == p  # a 1-D array of the 5 numbers, as optimisers pass
     with pytest.raises(ValueError, match="missing beta"):
         scaling.as_params({k: v for k, v in d.items() if k != "beta"})
     with pytest.raises(TypeError, match="`params` must be ChinchillaParams"):
@@ -133,7 +134,8 @@ def test_as_params_forms_and_errors():
     (dict(D=[1e9, 1e9, 0.0, 1e9, 1e9, 1e9]), r"fit_chinchilla: `D` must be > 0, got 0"),
     (dict(loss=[2.0, 2.0, 2.0, -2.0, 2.0, 2.0]), r"fit_chinchilla: `loss` must be > 0, got -2"),
     (dict(loss=[2.0] * 5), r"arrays must have the same length, got `N` 6, `D` 6, `loss` 5"),
-    (dict(N=[1e9] * 4, D=[1e9] * 4, loss=[2.0] * 4), r"need at least 5 points to fit 5 param"),
+    (dict(N=[1e9] * 4, D=[1e9] * 4, loss=[2.0] * 4),
+     r"`\(N, D\)` must take at least 5 distinct values to fit 5 parameters, got 1 \(all equal"),
     (dict(loss=[2.0, np.nan, 2, 2, 2, 2]), r"fit_chinchilla: `loss` must be finite, got nan"),
     (dict(N=np.ones((2, 3))), r"`N` must be a number or a 1-D array, got shape \(2, 3\)"),
 ])
@@ -205,7 +207,8 @@ def test_fit_power_law_without_irreducible_term_is_exact_on_a_line():
 
 
 def test_fit_power_law_bad_input():
-    with pytest.raises(ValueError, match="fit_power_law: need at least 3 points to fit 3 param"):
+    with pytest.raises(ValueError, match="fit_power_law: `x` must take at least 3 distinct values "
+                                         "to fit 3 parameters, got 2"):
         scaling.fit_power_law([1.0, 2.0], [2.0, 1.0])
     with pytest.raises(ValueError, match="fit_power_law: `y` must be > 0, got -1"):
         scaling.fit_power_law([1.0, 2.0, 3.0], [2.0, 1.0, -1.0])
@@ -230,7 +233,8 @@ def test_bootstrap_intervals_cover_the_truth_and_are_reproducible():
     again = scaling.bootstrap(fit, x, y, n_boot=40, seed=1)
     np.testing.assert_array_equal(boot.samples["b"], again.samples["b"])
     # fewer points give wider intervals
-    few = scaling.bootstrap(fit, x[:10], y[:10], n_boot=40, seed=1)
+    with pytest.warns(IdentifiabilityWarning, match=r"bootstrap: \d+ of 40 refits warned"):
+        few = scaling.bootstrap(fit, x[:10], y[:10], n_boot=40, seed=1)
     assert np.ptp(few.intervals["b"]) > np.ptp(boot.intervals["b"])
     # a dict-returning fit works too
     mean = scaling.bootstrap(lambda v: {"mean": float(np.mean(v))}, y, n_boot=20, ci=0.5)
@@ -294,7 +298,11 @@ def test_isoflop_profiles_edge_cases_and_errors():
     N = np.array([1.0, 2.0, 4.0, 1.0, 2.0])
     loss = np.array([1.0, 2.0, 1.0, 1.0, 2.0])
     C = np.array([10.0, 10.0, 10.0, 99.0, 99.0])
-    profiles = scaling.isoflop_profiles(N, loss, C)
+    with pytest.warns(IdentifiabilityWarning) as caught:
+        profiles = scaling.isoflop_profiles(N, loss, C)
+    messages = [str(w.message) for w in caught]
+    assert any("C = 99 have fewer than 3 distinct sizes and were skipped" in m for m in messages)
+    assert any("C = 10 (3 sizes) have fewer than 5 sizes" in m for m in messages)
     assert len(profiles) == 1 and np.isnan(profiles[0].N_opt) and not profiles[0].interior
     with pytest.raises(ValueError, match="need at least 2 budgets with a usable optimum, got 0"):
         scaling.fit_isoflop_optima(profiles)

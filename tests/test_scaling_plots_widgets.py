@@ -67,6 +67,15 @@ def test_plot_isoflop_profiles_and_compute_optimal():
     np.testing.assert_allclose(ax_n.lines[0].get_ydata(), scaling.compute_optimal(C,
                                scaling.EPOCH).N)
     assert ax_r.lines[-1].get_ydata()[0] == pytest.approx(5.88e23 / 6 / 70e9 / 70e9)
+    # an allocation rule N = k C^a (Kaplan et al. 2020) is drawn dashed, with D = C / (6N)
+    fig = plotting.plot_compute_optimal({"Epoch": scaling.EPOCH}, (1e20, 1e24),
+                                        power_laws={"Kaplan": (2.0, 0.73)})
+    ax_n, ax_r = fig.axes
+    kaplan_n, kaplan_r = ax_n.lines[1], ax_r.lines[1]
+    C = kaplan_n.get_xdata()
+    assert kaplan_n.get_linestyle() == "--" and kaplan_n.get_label() == "Kaplan"
+    np.testing.assert_allclose(kaplan_n.get_ydata(), 2.0 * C**0.73)
+    np.testing.assert_allclose(kaplan_r.get_ydata(), C / (6 * 2.0 * C**0.73) / (2.0 * C**0.73))
 
 
 def test_compute_budget_explorer_follows_the_slider():

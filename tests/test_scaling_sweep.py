@@ -144,14 +144,25 @@ def test_isoflop_configs():
         scaling.isoflop_configs([], [1e5], n_params)
     with pytest.raises(ValueError, match="isoflop_configs: `budgets` must be > 0"):
         scaling.isoflop_configs([1], [-1.0], n_params)
+    # sizes centred on an expected optimum: the per_budget nearest in log N to centre(C)
+    ladder = [1, 2, 4, 8, 16, 32]
+    centred = scaling.isoflop_configs(ladder, [1e5, 1e7], n_params, per_budget=3,
+                                      centre=lambda C: 100 * (C / 1e5) ** 0.5)
+    assert [s for s, _ in centred] == [1, 2, 4, 4, 8, 16]  # around N = 100, then N = 1000
+    budgets = [min((1e5, 1e7), key=lambda c: abs(6 * n_params(s) * d / c - 1)) for s, d in centred]
+    assert budgets == [1e5] * 3 + [1e7] * 3
+    with pytest.raises(ValueError, match="give `per_budget` and `centre` together"):
+        scaling.isoflop_configs(ladder, [1e5], n_params, per_budget=3)
 
 
 def test_markov_sweep_records_runs_and_learns(chain):
     configs = [(2, 2048), (8, 2048), (8, 8192)]
     out = scaling.markov_sweep(chain, configs, lr=0.1, batch_size=128, progress=False)
-    assert set(out) == {"size", "N", "D", "C", "loss", "seconds"}
+    assert set(out) == {"size", "N", "N_embedding", "D", "C", "loss", "seconds"}
     np.testing.assert_array_equal(out["size"], [2, 8, 8])
     np.testing.assert_array_equal(out["N"], [16 * 2 * 2 + 2 + 16] + [16 * 8 * 2 + 8 + 16] * 2)
+    # the first layer on a one-hot token is an embedding lookup: V * w weights and w biases
+    np.testing.assert_array_equal(out["N_embedding"], [16 * 2 + 2, 16 * 8 + 8, 16 * 8 + 8])
     np.testing.assert_array_equal(out["C"], 6 * out["N"] * out["D"])
     H = chain.entropy_rate
     assert np.all(out["loss"] > H) and np.all(out["loss"] < math.log(16))
@@ -161,17 +172,32 @@ def test_markov_sweep_records_runs_and_learns(chain):
     assert again["loss"][0] == out["loss"][0]
 
 
-def test_run_sweep_bad_input(chain):
-    args = (lambda s: scaling.bigram_mlp(16, s), lambda n, seed: scaling.sample_pairs(chain, n),
-            lambda m: scaling.markov_loss(m, chain))
-    with pytest.raises(ValueError, match="run_sweep: `configs` must hold at least one"):
-        scaling.run_sweep([], *args)
+def test_markov_sweep_bad_input(chain):
+    with pytest.raises(ValueError, match="markov_sweep: `configs` must hold at least one"):
+        scaling.markov_sweep(chain, [])
     with pytest.raises(ValueError, match=r"config must be a pair \(size, tokens\), got \(1,\)"):
-        scaling.run_sweep([(1,)], *args, progress=False)
-    with pytest.raises(ValueError, match="run_sweep: `warmup_frac` must be < 1, got 1.0"):
-        scaling.run_sweep([(1, 10)], *args, warmup_frac=1.0)
-    with pytest.raises(TypeError, match=r"`build_model\(size\)` must be a torch.nn.Module"):
-        scaling.run_sweep([(1, 10)], lambda s: "net", *args[1:], progress=False)
+        scaling.markov_sweep(chain, [(1,)], progress=False)
+    with pytest.raises(ValueError, match="MarkovSpec: `warmup_frac` must be < 1, got 1.0"):
+        scaling.markov_sweep(chain, [(1, 10)], warmup_frac=1.0)
+    with pytest.raises(TypeError, match="MarkovSpec: `chain` must be a MarkovChain"):
+        scaling.MarkovSpec(chain.transition)
+
+
+def test_train_run_trains_your_own_model(chain):
+    # the generic run: any model builder, sampler and evaluator (lambdas are fine serially)
+    spec = scaling.TrainSpec(lambda w: scaling.bigram_mlp(16, w),
+                             lambda n, seed: scaling.sample_pairs(chain, n, seed=seed),
+                             lambda m: scaling.markov_loss(m, chain), batch_size=128)
+    rows = scaling.run_sweep(scaling.train_run, spec, [(8, 2048)], progress=False)
+    same = scaling.markov_sweep(chain, [(8, 2048)], batch_size=128, progress=False)
+    for column in ("size", "N", "D", "C", "loss"):
+        assert rows[column][0] == same[column][0]
+    with pytest.raises(scaling.SweepError, match=r"`build_model\(size\)` must be a torch.nn"):
+        scaling.run_sweep(scaling.train_run, scaling.TrainSpec(lambda s: "net", spec.sample,
+                                                           spec.evaluate),
+                          [(1, 10)], progress=False)
+    with pytest.raises(ValueError, match="TrainSpec: `lr` must be > 0, got -1.0"):
+        scaling.TrainSpec(None, None, None, lr=-1.0)
 
 
 @requires_cuda

@@ -9,7 +9,7 @@ with ``--variants``: each correct-but-different answer there over the seeds (it 
 For speed the answers run in this process, not in the sandbox: the master's answer cells are
 executed once, then every check of every question is built with each grading seed (the same
 `runner._build_checks` the grader uses), its calls are made with the sandbox's own call and
-decode functions (`_child.call_result`, `sandbox.decode_call`: same gradients, same rule
+decode functions (`_child.call_result`, `protocol.decode_call`: same gradients, same rule
 observations, same value transport) and its judge decides. Prints, per check, how many seeds
 failed it (the false-failure count; its 95% upper bound when zero is 3/seeds, the rule of
 three) and the first failure message; exits 1 if any check failed for any seed.
@@ -55,7 +55,7 @@ def judge_check(fn, calls, judge) -> str:
     """Make a check's calls in this process and judge them; return "" or the failure."""
     from deepscope.grading import Fail
     from deepscope.grading._child import call_result
-    from deepscope.grading.sandbox import decode_call
+    from deepscope.grading.protocol import decode_call
 
     outs = []
     for index, call in enumerate(calls):

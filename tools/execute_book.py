@@ -51,14 +51,37 @@ class Result:
     seconds: float
     error: str | None
     tolerated: list[str]
+    longest_pause: float = 0.0  # seconds between a cell's reply and the next cell's start
 
     def __iter__(self):  # (name, seconds, error), as callers unpacked it before
         return iter((self.name, self.seconds, self.error))
 
 
+def longest_pause(nb) -> float:
+    """The longest wait between one cell's reply and the next cell's start (nbclient's
+    timings; kernel clocks): a healthy run stays well under a second."""
+    from datetime import datetime
+
+    def when(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    longest, previous = 0.0, None
+    for cell in nb.cells:
+        timing = cell.get("metadata", {}).get("execution", {})
+        if "iopub.status.busy" in timing and "shell.execute_reply" in timing:
+            if previous is not None:
+                longest = max(longest, (when(timing["iopub.status.busy"]) - previous)
+                              .total_seconds())
+            previous = when(timing["shell.execute_reply"])
+    return longest
+
+
 def _error_outputs(nb) -> list[tuple[int, str, str]]:
+    """(cell index, exception name, message) of every error output, except in cells tagged
+    ``raises-exception`` (an assignment's stubs raise by design)."""
     return [(i, out.get("ename", ""), out.get("evalue", ""))
             for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+            and "raises-exception" not in cell.get("metadata", {}).get("tags", [])
             for out in cell.get("outputs", []) if out.get("output_type") == "error"]
 
 
@@ -99,7 +122,7 @@ async def execute_async(path: Path, out_dir: Path, *, timeout: float | None = No
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, target)
     name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-    return Result(name, seconds, error, tolerated)
+    return Result(name, seconds, error, tolerated, longest_pause(nb))
 
 
 def execute(path: Path, out_dir: Path, timeout: float | None = None,
@@ -202,7 +225,7 @@ def main(argv=None) -> int:
               flush=True)
 
     start = time.perf_counter()
-    bad_runs, timeouts = 0, 0
+    bad_runs, timeouts, pause = 0, 0, 0.0
     for attempt in range(1, args.repeat + 1):
         if args.repeat > 1:
             print(f"\n--- run {attempt} of {args.repeat}", flush=True)
@@ -217,11 +240,13 @@ def main(argv=None) -> int:
         failed = _report(results, args.smoke)
         bad_runs += failed > 0
         timeouts += sum("no result after" in (r.error or "") for r in results)
+        pause = max([pause, *(r.longest_pause for r in results)])
         print(f"{time.perf_counter() - begun:7.1f} s  total wall time, {len(paths)} notebooks, "
               f"{args.workers} workers; executed copies in {args.out}", flush=True)
     if args.repeat > 1:
         print(f"\n{args.repeat} runs in {time.perf_counter() - start:.0f} s: {bad_runs} with a "
-              f"failure, {timeouts} cell timeouts (hangs)")
+              f"failure, {timeouts} cell timeouts (hangs); longest pause between two cells "
+              f"{pause:.2f} s")
     return 1 if bad_runs else 0
 
 

@@ -293,10 +293,12 @@ def _running_cell(nb) -> int | None:
     return last
 
 
-def default_cell_timeout() -> int:
+def default_cell_timeout(full: bool | None = None) -> int:
     """Seconds one cell may run: 240 in quick mode (every notebook runs in about a minute), 3600
-    in full mode (``DEEPSCOPE_FULL=1``: full-size experiments run for minutes per cell)."""
-    full = os.environ.get("DEEPSCOPE_FULL", "").strip().lower() in {"1", "true", "yes", "on"}
+    in full mode (``DEEPSCOPE_FULL=1``, read from the environment unless ``full`` is given:
+    full-size experiments run for minutes per cell)."""
+    if full is None:
+        full = os.environ.get("DEEPSCOPE_FULL", "").strip().lower() in {"1", "true", "yes", "on"}
     return 3600 if full else 240
 
 

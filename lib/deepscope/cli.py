@@ -72,6 +72,15 @@ def _add_grading_commands(sub) -> None:
     p.add_argument("--device", default="cpu", help="where inputs and references live "
                    "(cuda adds real device checks; default cpu)")
     p.add_argument("--jobs", type=int, default=1, help="questions graded in parallel")
+    p.add_argument("--resume", action="store_true", help="skip the notebooks that the --json "
+                   "file already holds with the same sha256 (after a crash or Ctrl-C)")
+    p.add_argument("--isolation", default="auto",
+                   choices=("auto", "namespaces", "bubblewrap", "none"),
+                   help="how submissions are isolated (default auto: Linux namespaces, else "
+                   "bubblewrap; none needs --trust-submissions)")
+    p.add_argument("--trust-submissions", action="store_true",
+                   help="grade even where no isolation is available: the submissions' code "
+                   "then runs with your permissions (every report says so)")
     p.add_argument("--brief", action="store_true", help="the table without failure details")
     p.add_argument("--quiet", action="store_true", help="one line per submission")
     _add_teaching_options(p)
@@ -124,6 +133,9 @@ def _add_gradescope_command(sub) -> None:
     p.add_argument("--time-limit", type=float, metavar="S", help="seconds per question")
     p.add_argument("--seed", type=int, metavar="N",
                    help="one grading seed for every submission (default: one per submission)")
+    p.add_argument("--trust-submissions", action="store_true",
+                   help="let run_autograder grade where the container allows no isolation "
+                   "(the submission's code can then read and write the autograder's files)")
     p.set_defaults(handler=_grading("cmd_gradescope"))
 
 

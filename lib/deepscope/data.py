@@ -232,20 +232,59 @@ def _subset(images, labels, n, rng, fn):
     return images[idx], labels[idx]
 
 
+#: Where `block_digits` and `digit_canvas` take their digits from.
+DIGIT_SOURCES = ("digits", "mnist")
+
+#: Side of the tile an MNIST digit is cropped to (MNIST fits each digit's ink in a 20x20 box).
+MNIST_TILE = 20
+
+
+def _mnist_tiles(images: np.ndarray) -> np.ndarray:
+    """Crop each 28x28 MNIST digit to a ``MNIST_TILE``-pixel square centred on its ink's box.
+
+    MNIST centres the ink by its centre of mass, so a fixed central crop can cut strokes; centring
+    the bounding box keeps every ink pixel (MNIST scales the ink to at most 20 pixels a side; an
+    anti-aliased box one pixel wider loses only its outermost, faint row or column).
+    """
+    tiles = np.zeros((len(images), MNIST_TILE, MNIST_TILE), dtype=np.float32)
+    for i, image in enumerate(images):
+        rows, cols = np.nonzero(image)
+        r0 = (rows.min() + rows.max() + 1) // 2 - MNIST_TILE // 2
+        c0 = (cols.min() + cols.max() + 1) // 2 - MNIST_TILE // 2
+        padded, t = np.pad(image, MNIST_TILE), MNIST_TILE
+        tiles[i] = padded[r0 + t : r0 + 2 * t, c0 + t : c0 + 2 * t]
+    return tiles
+
+
+def _source_split(source: str, split: str, fn: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return (images (N, h, w) float32 in [0, 1], labels (N,)) of a digit source's split:
+    ``"digits"``: the 8x8 digits; ``"mnist"``: the 28x28 MNIST subset cropped to 20x20 tiles."""
+    check_choice(source, "source", fn, DIGIT_SOURCES)
+    if source == "digits":
+        return _digits_split(split, fn)
+    check_choice(split, "split", fn, SPLITS)
+    images, labels = _mnist_numpy()
+    idx = _mnist_split_indices(split, labels)
+    return _mnist_tiles(images[idx].astype(np.float32) / 255.0), labels[idx]
+
+
 class BlockDigits(NamedTuple):
     """`block_digits` result: images, labels, the informative block and where it is."""
 
-    x: torch.Tensor  # (N, 1, 16, 8) float
+    x: torch.Tensor  # (N, 1, 2h, h) float (h = 8 for digits, 20 for MNIST)
     y: torch.Tensor  # (N,) long
-    mask: torch.Tensor  # (N, 1, 16, 8) bool, True on the block that holds the digit
+    mask: torch.Tensor  # (N, 1, 2h, h) bool, True on the block that holds the digit
     top: torch.Tensor  # (N,) bool, True when the digit is the upper block
 
 
-def null_patch() -> np.ndarray:
-    """Return the fixed, label-independent 8x8 patch of `block_digits`: a hollow square."""
-    patch = np.zeros((8, 8), dtype=np.float32)
-    patch[1:7, 1:7] = 0.75
-    patch[2:6, 2:6] = 0.0
+def null_patch(size: int = 8) -> np.ndarray:
+    """Return the fixed, label-independent patch of `block_digits`: a hollow square of side
+    ``size`` (8: the 8x8 digits; 20: the MNIST tiles), drawn with an outline of size // 8."""
+    size = check_int(size, "size", "null_patch", minimum=4)
+    edge = max(1, size // 8)
+    patch = np.zeros((size, size), dtype=np.float32)
+    patch[edge:size - edge, edge:size - edge] = 0.75
+    patch[2 * edge:size - 2 * edge, 2 * edge:size - 2 * edge] = 0.0
     return patch
 
 
@@ -256,35 +295,41 @@ def block_digits(
     seed: int = 0,
     noise: float = 0.0,
     device: str | torch.device | None = None,
+    source: str = "digits",
 ) -> BlockDigits:
     """Build BlockMNIST-style images from digits (Shah, Jain & Netrapalli 2021).
 
-    Each 16x8 image stacks two 8x8 blocks: the digit, and the same uninformative `null_patch` for
-    every image. Which block is on top is random (probability 1/2), so the signal location is
-    known per image and returned as ``mask``.
+    Each image stacks two square blocks of side h: the digit, and the same uninformative
+    `null_patch` for every image. Which block is on top is random (probability 1/2), so the
+    signal location is known per image and returned as ``mask``. With ``source="digits"`` (the
+    default) h = 8 and images are 16x8; with ``source="mnist"`` the digits are the 28x28 MNIST
+    subset's, cropped to 20x20 tiles around their ink (h = 20, images 40x20), closer to the
+    paper's BlockMNIST (28x28 digits).
 
     Args:
-        split: ``"train"``, ``"test"`` or ``"all"`` (the split of `digits`).
+        split: ``"train"``, ``"test"`` or ``"all"`` (the split of `digits` or `mnist`).
         n: number of images to draw (with replacement if larger than the split); None keeps
             every image of the split in order.
         seed: seed of the block placement and of the draw.
         noise: standard deviation of Gaussian noise added to every pixel (0 for none).
+        source: ``"digits"`` (8x8) or ``"mnist"`` (28x28, cropped to 20x20).
 
     Returns:
-        `BlockDigits` (x, y, mask, top) with shapes (N, 1, 16, 8), (N,), (N, 1, 16, 8), (N,).
+        `BlockDigits` (x, y, mask, top) with shapes (N, 1, 2h, h), (N,), (N, 1, 2h, h), (N,).
     """
     fn = "block_digits"
     noise = check_float(noise, "noise", fn, nonnegative=True)
     rng = np.random.default_rng(seed)
-    images, labels = _subset(*_digits_split(split, fn), n, rng, fn)
+    images, labels = _subset(*_source_split(source, split, fn), n, rng, fn)
+    h = images.shape[-1]
     top = rng.random(len(labels)) < 0.5
-    patch = null_patch()
-    x = np.empty((len(labels), 1, 16, 8), dtype=np.float32)
+    patch = null_patch(h)
+    x = np.empty((len(labels), 1, 2 * h, h), dtype=np.float32)
     mask = np.zeros_like(x, dtype=bool)
-    x[top, 0, :8], x[top, 0, 8:] = images[top], patch
-    x[~top, 0, :8], x[~top, 0, 8:] = patch, images[~top]
-    mask[top, 0, :8] = True
-    mask[~top, 0, 8:] = True
+    x[top, 0, :h], x[top, 0, h:] = images[top], patch
+    x[~top, 0, :h], x[~top, 0, h:] = patch, images[~top]
+    mask[top, 0, :h] = True
+    mask[~top, 0, h:] = True
     if noise > 0:
         x = x + rng.normal(0.0, noise, size=x.shape).astype(np.float32)
     return BlockDigits(
@@ -316,21 +361,25 @@ def _upscale(images: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _place_distractors(canvas, tile_box, sources, k, rng, top_min):
-    """Paste ``k`` 3x3 ink fragments of other digits outside the digit tile (1-px margin)."""
+    """Paste ``k`` ink fragments of other digits outside the digit tile (1-px margin): 3x3 cut
+    from an 8x8 digit, 5x5 from a 20x20 MNIST tile (a quarter of its side)."""
     size = canvas.shape[0]
+    side = sources.shape[-1]
+    frag = 3 if side == 8 else side // 4
     t0, l0, t1, l1 = tile_box
     placed, attempts = 0, 0
     while placed < k and attempts < 200:
         attempts += 1
-        r, c = rng.integers(top_min, size - 2), rng.integers(0, size - 2)
-        if r + 3 > t0 - 1 and r < t1 + 1 and c + 3 > l0 - 1 and c < l1 + 1:
+        r, c = rng.integers(top_min, size - frag + 1), rng.integers(0, size - frag + 1)
+        if r + frag > t0 - 1 and r < t1 + 1 and c + frag > l0 - 1 and c < l1 + 1:
             continue  # would touch the digit's tile
         src = sources[rng.integers(len(sources))]
-        i, j = rng.integers(1, 6, size=2)
-        fragment = src[i : i + 3, j : j + 3]
+        i, j = rng.integers(1, side - frag + 1, size=2)
+        fragment = src[i : i + frag, j : j + frag]
         if fragment.max() == 0:
             continue
-        canvas[r : r + 3, c : c + 3] = np.maximum(canvas[r : r + 3, c : c + 3], fragment)
+        canvas[r : r + frag, c : c + frag] = np.maximum(canvas[r : r + frag, c : c + frag],
+                                                        fragment)
         placed += 1
 
 
@@ -339,40 +388,52 @@ def digit_canvas(
     *,
     n: int | None = None,
     size: int = 24,
-    scale: int = 2,
+    scale: int | None = None,
     distractors: int = 0,
     marker: float | None = None,
     marker_offset: int = 0,
     seed: int = 0,
     device: str | torch.device | None = None,
+    source: str = "digits",
 ) -> DigitCanvas:
     """Paste each digit (upscaled ``scale`` times) at a random place on a ``size`` x ``size``
     canvas, with optional distractors and an optional spurious marker (a shortcut to learn).
 
-    Distractors are 3x3 ink fragments cut from other digits, placed outside the digit's tile, so
+    With ``source="digits"`` (the default) the digits are the 8x8 digits, upscaled twice by
+    default (16-pixel tiles); with ``source="mnist"`` they are the 28x28 MNIST subset's,
+    cropped to 20x20 tiles around their ink and not upscaled by default (e.g. ``size=32``).
+
+    Distractors are ink fragments cut from other digits (3x3 of an 8x8 digit, 5x5 of an MNIST
+    tile; not upscaled), placed outside the digit's tile, so
     the digit's box contains the digit's ink and nothing else. The marker is a bright 2x2 square in
     a band along the top edge whose horizontal slot encodes a class: with probability ``marker`` it
     encodes the image's label (shifted by ``marker_offset``, e.g. 1 to swap markers at test time),
     otherwise a uniformly random class. With a marker the digit is placed below the band.
 
     Args:
-        split: ``"train"``, ``"test"`` or ``"all"`` (the split of `digits`).
+        split: ``"train"``, ``"test"`` or ``"all"`` (the split of `digits` or `mnist`).
         n: number of images (drawn with replacement when larger than the split); None: all.
-        size: canvas side in pixels (at least the digit's side 8*scale; 21+ with a marker).
-        scale: integer upscaling of the 8x8 digits.
+        size: canvas side in pixels (at least the tile's side, 8*scale or 20*scale; 21+ with a
+            marker).
+        scale: integer upscaling of the digits (None: 2 for ``"digits"``, 1 for ``"mnist"``).
         distractors: number of distractor fragments per image.
         marker: probability in [0, 1] that the marker encodes the label, or None for no marker.
         marker_offset: added (mod 10) to the label before it picks the marker slot.
         seed: seed of placements, distractors, markers and the draw.
+        source: ``"digits"`` (8x8) or ``"mnist"`` (28x28, cropped to 20x20).
 
     Returns:
         `DigitCanvas` (x, y, boxes, mask, marker_boxes, marker_class).
     """
     fn = "digit_canvas"
+    check_choice(source, "source", fn, DIGIT_SOURCES)
+    if scale is None:
+        scale = 2 if source == "digits" else 1
     size, scale = check_int(size, "size", fn), check_int(scale, "scale", fn)
     distractors = check_int(distractors, "distractors", fn, minimum=0)
     marker_offset = check_int(marker_offset, "marker_offset", fn, minimum=None)
-    tile = 8 * scale
+    side = 8 if source == "digits" else MNIST_TILE
+    tile = side * scale
     top_min = MARKER_BAND if marker is not None else 0
     if marker is not None:
         marker = check_float(marker, "marker", fn, nonnegative=True)
@@ -382,13 +443,13 @@ def digit_canvas(
             raise ValueError(f"{fn}: `size` must be >= 21 to hold the 10 marker slots, got {size}")
     if size < tile + top_min:
         raise ValueError(
-            f"{fn}: `size` must be >= {tile + top_min} to hold an 8x{scale}-pixel digit"
+            f"{fn}: `size` must be >= {tile + top_min} to hold a {side}x{scale}-pixel digit"
             f"{' below the marker band' if top_min else ''}, got {size}"
         )
     # Independent streams: the same seed places digits identically with or without clutter.
     rng, clutter_rng, marker_rng = (np.random.default_rng(s)
                                     for s in np.random.SeedSequence(seed).spawn(3))
-    images, labels = _subset(*_digits_split(split, fn), n, rng, fn)
+    images, labels = _subset(*_source_split(source, split, fn), n, rng, fn)
     tiles = _upscale(images, scale)
     count = len(labels)
     x = np.zeros((count, 1, size, size), dtype=np.float32)

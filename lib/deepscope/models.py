@@ -68,6 +68,53 @@ def mlp(
     return nn.Sequential(OrderedDict(layers))
 
 
+class ResidualBlock(nn.Module):
+    """One block of `residual_mlp`: h -> h + relu(bn(fc(h))) with ``skip``, else relu(bn(fc(h)))."""
+
+    def __init__(self, width: int, skip: bool, batch_norm: bool):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+        self.bn = nn.BatchNorm1d(width) if batch_norm else nn.Identity()
+        self.act = nn.ReLU()
+        self.skip = bool(skip)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn(self.fc(h)))
+        return h + out if self.skip else out
+
+
+def residual_mlp(
+    in_features: int,
+    width: int = 32,
+    depth: int = 10,
+    out_features: int = 10,
+    *,
+    skip: bool = True,
+    batch_norm: bool = True,
+) -> nn.Sequential:
+    """Build a deep MLP of ``depth`` equal-width blocks, with or without skip connections: the
+    notebook-scale version of Li et al.'s (2018, section 6) ResNet vs "ResNet-noshort" contrast.
+
+    Layers: ``flatten``, ``stem`` (Linear in_features -> width), ``stem_act`` (ReLU), blocks
+    ``block1`` ... ``block{depth}`` (`ResidualBlock`: Linear, BatchNorm1d, ReLU, and the identity
+    added back when ``skip``), ``fc`` (Linear width -> out_features). The same seed gives the
+    same weights with and without skips, so the two differ only in the connections.
+
+    Returns:
+        ``nn.Sequential`` mapping (B, ...) with prod(...) = in_features to (B, out_features).
+    """
+    fn = "residual_mlp"
+    in_features = check_int(in_features, "in_features", fn)
+    width = check_int(width, "width", fn)
+    depth = check_int(depth, "depth", fn)
+    out_features = check_int(out_features, "out_features", fn)
+    layers: list[tuple[str, nn.Module]] = [
+        ("flatten", nn.Flatten()), ("stem", nn.Linear(in_features, width)), ("stem_act", nn.ReLU())]
+    layers += [(f"block{i}", ResidualBlock(width, skip, batch_norm)) for i in range(1, depth + 1)]
+    layers.append(("fc", nn.Linear(width, out_features)))
+    return nn.Sequential(OrderedDict(layers))
+
+
 def small_cnn(
     in_channels: int = 1,
     num_classes: int = 10,
@@ -75,13 +122,18 @@ def small_cnn(
     channels: tuple[int, ...] = (16, 32, 32),
     batch_norm: bool = False,
     pool_every: int = 1,
+    head: str = "gap",
+    input_size: int | tuple[int, int] | None = None,
 ) -> nn.Sequential:
     """Build a small convolutional classifier: 3x3 conv blocks, global average pooling, linear.
 
     Block ``i`` is ``conv{i}`` (3x3, padding 1), optional ``bn{i}``, ``relu{i}``, and a 2x2 max
     pool ``pool{i}`` after every ``pool_every``-th block except the last, so the last conv layer
-    keeps spatial resolution for Grad-CAM. Then ``gap`` (global average pooling), ``flatten`` and
-    ``fc``. Works for any input size of at least 2**(number of pools) pixels.
+    keeps spatial resolution for Grad-CAM. Then, with ``head="gap"`` (the default), ``gap``
+    (global average pooling), ``flatten`` and ``fc``: works for any input size of at least
+    2**(number of pools) pixels. With ``head="flatten"``, ``flatten`` and ``fc`` read the last
+    feature maps whole (C * h * w features, like VGG's head), so the classifier can use *where*
+    a feature is; it needs ``input_size`` (H or (H, W)) and trains much faster on 28x28 digits.
 
     Returns:
         ``nn.Sequential`` mapping (B, in_channels, H, W) to (B, num_classes).
@@ -90,7 +142,21 @@ def small_cnn(
     in_channels = check_int(in_channels, "in_channels", fn)
     num_classes = check_int(num_classes, "num_classes", fn)
     pool_every = check_int(pool_every, "pool_every", fn)
+    check_choice(head, "head", fn, ("gap", "flatten"))
     widths = _hidden_sizes(channels, fn)
+    if head == "flatten":
+        if input_size is None:
+            raise ValueError(f"{fn}: `input_size` (H or (H, W)) is required with "
+                             f"head='flatten', got None")
+        pools = sum(1 for i in range(1, len(widths)) if i % pool_every == 0)
+        hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        if len(hw) != 2:
+            raise ValueError(f"{fn}: `input_size` must be an int or a pair (H, W), "
+                             f"got {input_size!r}")
+        h, w = (check_int(v, "input_size", fn) // 2**pools for v in hw)
+        if h < 1 or w < 1:
+            raise ValueError(f"{fn}: `input_size` must be >= {2**pools} for {pools} pooling "
+                             f"layers, got {input_size!r}")
     layers: list[tuple[str, nn.Module]] = []
     previous = in_channels
     for i, width in enumerate(widths, start=1):
@@ -101,6 +167,9 @@ def small_cnn(
         if i < len(widths) and i % pool_every == 0:
             layers.append((f"pool{i}", nn.MaxPool2d(2)))
         previous = width
+    if head == "flatten":
+        layers += [("flatten", nn.Flatten()), ("fc", nn.Linear(previous * h * w, num_classes))]
+        return nn.Sequential(OrderedDict(layers))
     layers += [
         ("gap", nn.AdaptiveAvgPool2d(1)),
         ("flatten", nn.Flatten()),

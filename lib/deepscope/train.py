@@ -1,9 +1,14 @@
 """Training loops of the book: `fit` with a progress bar and a history, `evaluate`, and
 `cached_fit`, which trains once per configuration and reuses a verified safetensors checkpoint.
 
-Data is a pair of tensors ``(x, y)`` (moved once to the model's device and batched there, which
-is much faster than a DataLoader for the book's small datasets) or any iterable of ``(x, y)``
-batches such as a ``torch.utils.data.DataLoader``.
+Data is a pair of tensors ``(x, y)`` or any iterable of ``(x, y)`` batches such as a
+``torch.utils.data.DataLoader``. A pair of at most `RESIDENT_BYTES` is moved once to the model's
+device and batched there (much faster than a DataLoader for the book's small datasets); a larger
+one stays where it is and each minibatch is moved when it is used, as a DataLoader's are.
+
+Models whose forward returns a dict, a tuple or an object take ``output=`` (a key, an index or
+a function, see `deepscope._forward`) to pick the tensor passed to ``loss_fn`` and used for the
+accuracy; without it ``loss_fn`` receives the outputs as they are.
 """
 
 from __future__ import annotations
@@ -24,8 +29,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._checks import check_float, check_int, check_module, check_tensor, model_device
+from ._forward import check_output_adapter, select_output
 
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable
+
+#: A pair ``(x, y)`` up to this many bytes is moved to the device once; a larger one is streamed
+#: to it one minibatch at a time.
+RESIDENT_BYTES = 1 << 28
 
 
 @dataclass
@@ -70,25 +80,44 @@ def _check_pair(data, name: str, fn: str):
     return None
 
 
+def _resident(pair, device):
+    """Return the pair on ``device`` when it fits `RESIDENT_BYTES` (or is there), else as is."""
+    x, y = pair
+    size = x.numel() * x.element_size() + y.numel() * y.element_size()
+    if size <= RESIDENT_BYTES or (x.device == device and y.device == device):
+        return x.to(device), y.to(device)
+    return x, y
+
+
 def _batches(data, pair, batch_size, device, generator=None):
-    """Yield (x, y) batches on ``device``: shuffled slices of a pair, or the iterable's batches."""
+    """Yield (x, y) batches on ``device``: shuffled slices of a pair, or the iterable's batches.
+    Each batch is moved to ``device`` when it is yielded (a no-op for data already there)."""
+    upload = torch.device(device).type != "cpu"  # copies to the host must block
     if pair is None:
         for xb, yb in data:
-            yield xb.to(device), yb.to(device)
+            yield xb.to(device, non_blocking=upload), yb.to(device, non_blocking=upload)
         return
     x, y = pair
     n = len(x)
     size = n if batch_size is None else batch_size
-    order = torch.randperm(n, generator=generator).to(device) if generator is not None else None
+    order = (torch.randperm(n, generator=generator).to(x.device) if generator is not None
+             else None)
     for start in range(0, n, size):
         idx = slice(start, start + size) if order is None else order[start : start + size]
-        yield x[idx], y[idx]
+        yield x[idx].to(device, non_blocking=upload), y[idx].to(device, non_blocking=upload)
 
 
-def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+def _correct(out, y: torch.Tensor) -> torch.Tensor | None:
+    if not isinstance(out, torch.Tensor):
+        return None
     if out.dim() == 2 and y.dim() == 1 and not y.is_floating_point():
         return (out.argmax(1) == y).sum()
     return None
+
+
+def _pick(out, output, fn: str):
+    """Apply the output adapter (None: the outputs as they are, for ``loss_fn`` to read)."""
+    return out if output is None else select_output(out, output, fn)
 
 
 def _make_optimizer(optimizer, params, lr, weight_decay, momentum, fn):
@@ -110,14 +139,17 @@ def _make_optimizer(optimizer, params, lr, weight_decay, momentum, fn):
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: Data, *, loss_fn: Callable | None = None, batch_size: int = 2048
+    model: nn.Module, data: Data, *, loss_fn: Callable | None = None, batch_size: int = 2048,
+    output=None,
 ) -> tuple[float, float]:
     """Return (mean loss, accuracy) of a model on data, in eval mode (restored afterwards).
 
     Accuracy is NaN when the outputs are not class scores (B, C) with integer targets (B,).
+    ``output`` picks the tensor from dict/tuple outputs (a key, an index or a function).
     """
     fn = "evaluate"
     check_module(model, fn)
+    output = check_output_adapter(output, fn)
     pair = _check_pair(data, "data", fn)
     loss_fn = loss_fn or nn.functional.cross_entropy
     device = model_device(model)
@@ -128,7 +160,7 @@ def evaluate(
         total_correct = torch.zeros((), device=device)
         count, has_acc = 0, True
         for xb, yb in _batches(data, pair, batch_size, device):
-            out = model(xb)
+            out = _pick(model(xb), output, fn)
             total_loss += loss_fn(out, yb) * len(xb)
             correct = _correct(out, yb)
             has_acc = has_acc and correct is not None
@@ -157,6 +189,7 @@ def fit(
     progress: bool = True,
     desc: str = "fit",
     callback: Callable[[int, nn.Module, History], bool | None] | None = None,
+    output=None,
 ) -> History:
     """Train a model with minibatch gradient descent and return its per-epoch history.
 
@@ -176,6 +209,10 @@ def fit(
         desc: the progress bar's label.
         callback: called as ``callback(epoch, model, history)`` after each epoch; return True
             to stop training early.
+        output: for a model returning a dict, a tuple or an object, picks the tensor passed to
+            ``loss_fn`` and used for the accuracy: a key, an index or a function (see
+            `deepscope._forward`); None passes the outputs to ``loss_fn`` as they are (the
+            accuracy is then NaN unless they are a tensor).
 
     Returns:
         A `History` with ``epoch``, ``train_loss``, ``train_acc`` (running means over the
@@ -183,6 +220,7 @@ def fit(
     """
     fn = "fit"
     check_module(model, fn)
+    output = check_output_adapter(output, fn)
     pair = _check_pair(train, "train", fn)
     epochs = check_int(epochs, "epochs", fn, minimum=0)
     lr = check_float(lr, "lr", fn, positive=True)
@@ -192,7 +230,7 @@ def fit(
         _check_pair(test, "test", fn)
     device = model_device(model)
     if pair is not None:
-        pair = (pair[0].to(device), pair[1].to(device))
+        pair = _resident(pair, device)
     loss_fn = loss_fn or nn.functional.cross_entropy
     opt = _make_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum, fn)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -206,13 +244,13 @@ def fit(
             total_correct = torch.zeros((), device=device)
             count, has_acc = 0, True
             for xb, yb in _batches(train, pair, batch_size, device, generator):
-                out = model(xb)
+                out = _pick(model(xb), output, fn)
                 loss = loss_fn(out, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 total_loss += loss.detach() * len(xb)
-                correct = _correct(out.detach(), yb)
+                correct = _correct(out, yb)
                 has_acc = has_acc and correct is not None
                 if correct is not None:
                     total_correct += correct
@@ -222,7 +260,7 @@ def fit(
             history.train_acc.append(float(total_correct) / count if has_acc else float("nan"))
             postfix = {"loss": f"{history.train_loss[-1]:.4f}"}
             if test is not None:
-                test_loss, test_acc = evaluate(model, test, loss_fn=loss_fn)
+                test_loss, test_acc = evaluate(model, test, loss_fn=loss_fn, output=output)
                 history.test_loss.append(test_loss)
                 history.test_acc.append(test_acc)
                 postfix["test_acc"] = f"{test_acc:.3f}"

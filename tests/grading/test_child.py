@@ -1,26 +1,31 @@
 """The sandbox's child harness, exercised in this process (its isolation steps are tested
-through real sandboxes in test_sandbox.py)."""
+through real sandboxes in test_sandbox.py and the adversarial suite)."""
 
 import os
 
 import numpy as np
 import pytest
 import torch
-from deepscope.grading import _child, sandbox
+from deepscope.grading import _child, _isolate, protocol
 
 
 def _frames(fn) -> list[bytes]:
-    """Run fn(channel) against a pipe; return the frames written."""
+    """Run fn(channel) against a pipe; return the frames written (kind + body)."""
     r, w = os.pipe()
     try:
-        fn(_child._Channel(w))
+        fn(protocol.Channel(w))
         os.close(w)
         data = b""
         while chunk := os.read(r, 1 << 16):
             data += chunk
     finally:
         os.close(r)
-    return sandbox._Frames().feed(data)
+    frames = []
+    while data:
+        length = int.from_bytes(data[:4], "big")
+        frames.append(data[4:4 + length])
+        data = data[4 + length:]
+    return frames
 
 
 def test_execute_cells_reports_top_level_errors_and_goes_on():
@@ -33,8 +38,9 @@ def test_execute_cells_reports_top_level_errors_and_goes_on():
     assert "called exit(4)" in errors[0]["message"]
     assert errors[1]["where"] == "cell 5, line 3: z = undefined"
     assert "answer cells run on their own" in errors[1]["message"]
-    frames = _frames(lambda ch: _child.execute_cells(cells[2:], dict(namespace), ch))
-    assert frames == [b'P{"stage": "cell", "cell": 7}']
+    frames = _frames(lambda ch: _child.execute_cells(cells[1:], dict(namespace), ch))
+    assert frames[0] == b'P{"cell": 5}' and frames[1].startswith(b'E{"cell": 5')
+    assert frames[2] == b'P{"cell": 7}' and len(frames) == 3
 
 
 def test_describe_error_survives_a_hostile_str():
@@ -47,7 +53,7 @@ def test_describe_error_survives_a_hostile_str():
 
 def _roundtrip(fn, args, kwargs=None, positions=()):
     body = _child.call_result(3, fn, (args, kwargs or {}, positions))
-    index, value = sandbox.decode_call(body)
+    index, value = protocol.decode_call(body)
     assert index == 3
     return value
 
@@ -78,29 +84,45 @@ def test_run_calls_every_case_or_reports_a_missing_function():
     job = {"preamble": "import torch\n", "function": "f", "forbidden": [],
            "cells": [{"number": 1, "source": "def f(x):\n    return x + 1\n"}],
            "calls": [((torch.ones(2),), {}), ((torch.zeros(2),), {})]}
-    frames = _frames(lambda ch: _child.run(job, ch))
-    results = [sandbox.decode_call(f[1:]) for f in frames if f[:1] == b"C"]
-    assert [i for i, _ in results] == [0, 1] and torch.equal(results[1][1][1], torch.ones(2))
+    conversation = protocol.Conversation([1], 2, 2**20, 2**24)
+    for frame in [b"R"] + _frames(lambda ch: _child.run(job, ch)) + [b"D"]:
+        conversation._accept(frame[:1], frame[1:])
+    assert conversation.done and torch.equal(conversation.calls[1][1], torch.ones(2))
     frames = _frames(lambda ch: _child.run({**job, "function": "g"}, ch))
-    results = [sandbox.decode_call(f[1:]) for f in frames if f[:1] == b"C"]
+    results = [protocol.decode_call(f[1:]) for f in frames if f[:1] == b"C"]
     assert all(v[0] == "error" and "no function named 'g'" in v[1]["message"]
                for _, v in results) and len(results) == 2
 
 
-def test_import_blocker_refuses_forbidden_names_only():
-    blocker = _child._ImportBlocker(("deepscope", "captum"))
-    for name in ("deepscope", "deepscope.saliency", "captum.attr"):
-        with pytest.raises(ImportError, match="not allowed in an answer"):
-            blocker.find_spec(name)
-    assert blocker.find_spec("deepscopex") is None and blocker.find_spec("torch") is None
-
-
 @pytest.mark.skipif(not os.path.exists("/proc/self/mountinfo"), reason="Linux only")
-def test_mounts_are_read_with_their_flags():
-    mounts = dict(_child._mounts())
-    assert "/" in mounts and all(isinstance(flags, int) for flags in mounts.values())
+def test_mount_flags_are_read_from_mountinfo():
+    assert isinstance(_isolate._mount_flags("/"), int)
+    assert "/" in _isolate._mounts_under("/")
 
 
-def test_device_availability():
-    assert sandbox._device_available("cpu") and not sandbox._device_available("nonsense")
-    assert sandbox._device_available("cuda:99") is False
+def test_set_limits_lowers_every_limit_for_good():
+    """In a forked process: the limits are set, and cannot be raised again."""
+    import resource
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            _isolate.set_limits({"tasks": 7, "memory_bytes": 3 * 2**30, "cpu_seconds": 9,
+                               "tmp_bytes": 1024})
+            got = [resource.getrlimit(getattr(resource, n)) for n in
+                   ("RLIMIT_NPROC", "RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_CORE")]
+            try:
+                resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+                raised = "raised"
+            except ValueError:
+                raised = "refused"
+            os.write(w, repr((got, raised)).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    got, raised = eval(os.read(r, 4096).decode())  # noqa: S307 - our own child's repr
+    os.close(r)
+    assert got == [(7, 7), (3 * 2**30, 3 * 2**30), (9, 9), (1024, 1024), (0, 0)]
+    assert raised == "refused"

@@ -18,7 +18,7 @@ def test_grade_command_prints_table_and_writes_reports(tmp_path, toy, capsys):
     assert "assignment toy: A toy assignment" in printed and "4 / 4" in printed
     assert [r["points"] for r in json.loads(out_json.read_text())] == [4.0]  # always a list
     assert out_csv.read_text().splitlines()[1].startswith("sub,")
-    assert out_csv.read_text().splitlines()[1].endswith(",toy,3,1,4,4,")
+    assert ",toy,3,1,4,4,," in out_csv.read_text().splitlines()[1]
 
 
 def test_grade_command_many_submissions_quiet_and_failures(tmp_path, toy, capsys):
@@ -76,10 +76,46 @@ def test_pytest_plugin_grades_one_item_per_question(tmp_path, toy, pytester):
     result.stdout.fnmatch_lines(["*alice.ipynb::softmax PASSED*", "*bob.ipynb::softmax FAILED*",
                                  "*carol.ipynb::submission FAILED*"])
     assert "FAILED is stable for large inputs" in result.stdout.str()
-    assert json.loads((tmp_path / "reports" / "bob.json").read_text())["points"] == 3.0
+    bob = json.loads((tmp_path / "reports" / "bob.json").read_text())  # a list, as --json
+    alice = json.loads((tmp_path / "reports" / "alice.json").read_text())
+    assert [r["points"] for r in bob] == [3.0] and bob[0]["id"] == "bob"
+    assert bob[0]["seed"] == alice[0]["seed"] is not None  # one seed for the session
 
 
 def test_pytest_plugin_is_inert_without_the_flag(pytester, toy):
     toy.write(pytester.path, toy.SOLUTION, name="alice.ipynb")
     result = pytester.runpytest("-p", "deepscope.grading.pytest_plugin", "-p", "no:cacheprovider")
     assert result.ret == 5  # nothing collected
+
+
+def test_pytest_plugin_a_bad_notebook_is_one_failed_test(tmp_path, toy, pytester, monkeypatch):
+    """Malformed files, and even a grader crash on one notebook, fail that notebook only; two
+    notebooks with the same name in different folders get two report files."""
+    from deepscope.grading import runner
+
+    for folder in ("alice", "bob"):
+        (pytester.path / folder).mkdir()
+        toy.write(pytester.path / folder, toy.SOLUTION, name="assignment.ipynb")
+    (pytester.path / "nbformat.ipynb").write_text('{"nbformat": "4", "cells": []}')
+    (pytester.path / "nested.ipynb").write_text("[" * 100_000)
+    toy.write(pytester.path, toy.SOLUTION, name="crash.ipynb")
+    real = runner.grade
+
+    def crash_on_one(path, *args, **kwargs):
+        if str(path).endswith("crash.ipynb"):
+            raise RuntimeError("a bug in the grader, triggered by this notebook")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "grade", crash_on_one)
+    result = pytester.runpytest(
+        "-p", "deepscope.grading.pytest_plugin", "--grade", "--grade-assignment", TOY,
+        "--grade-json", str(tmp_path / "reports"), "-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=4, failed=3)
+    assert result.ret == 1 and "during collection" not in result.stdout.str()  # not stopped
+    result.stdout.fnmatch_lines(["*crash.ipynb::submission FAILED*",
+                                 "*nbformat.ipynb::submission FAILED*",
+                                 "*nested.ipynb::submission FAILED*"])
+    assert "the grader failed on this notebook (RuntimeError)" in result.stdout.str()
+    names = sorted(p.name for p in (tmp_path / "reports").iterdir())
+    assert names == ["alice__assignment.json", "bob__assignment.json", "nbformat.json",
+                     "nested.json"]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .._checks import check_int, check_labels, check_module, check_tensor, model_device
+from .._forward import check_output_adapter, select_output
 from .._guards import eval_mode, removing_hooks
 from .etf import FixedETFHead
 from .metrics import CollapseMetrics, class_means, collapse_metrics, nc1
@@ -38,9 +39,52 @@ __all__ = [
 CLASSIFIER_INPUT = "classifier_input"
 
 
-def find_classifier(model: nn.Module, classifier: str | nn.Module | None = None) -> nn.Module:
-    """Return the classifier layer of a model: ``classifier`` (a submodule or its name), or by
-    default the last ``nn.Linear`` or `FixedETFHead` in ``model.modules()`` order.
+def _describe_layer(name: str, module: nn.Module) -> str:
+    shape = (f"{module.in_features}->{module.out_features}"
+             if hasattr(module, "in_features") and hasattr(module, "out_features") else "")
+    return f"{name!r} ({type(module).__name__} {shape})".replace(" )", ")")
+
+
+def _last_of_sequential(model: nn.Module) -> nn.Module:
+    """Follow the last child of nested ``nn.Sequential`` containers: what runs last."""
+    while isinstance(model, nn.Sequential) and len(model):
+        model = model[-1]
+    return model
+
+
+def _tensors_in(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict) or hasattr(out, "values"):
+        return [t for t in out.values() if isinstance(t, torch.Tensor)]
+    if isinstance(out, (tuple, list)):
+        return [t for t in out if isinstance(t, torch.Tensor)]
+    return []
+
+
+def _traced_classifier(model, candidates, example):
+    """Return the candidate whose output *is* (an entry of) the model's output on ``example``."""
+    produced: dict[int, str] = {}
+    with torch.no_grad(), eval_mode(model), removing_hooks() as handles:
+        for name, module in candidates:
+            handles.append(module.register_forward_hook(
+                lambda _m, _a, out, name=name: produced.__setitem__(id(out), name)))
+        out = model(example)
+    hits = [produced[id(t)] for t in _tensors_in(out) if id(t) in produced]
+    return hits[0] if len(hits) == 1 else None
+
+
+def find_classifier(model: nn.Module, classifier: str | nn.Module | None = None, *,
+                    example: torch.Tensor | None = None) -> nn.Module:
+    """Return the classifier layer of a model: ``classifier`` (a submodule or its name), else
+    the ``nn.Linear`` or `FixedETFHead` that is unambiguously the last layer.
+
+    Guessing only where it cannot be wrong: the only candidate layer; the last layer of an
+    ``nn.Sequential`` (followed into nested ones); or, given an ``example`` input batch, the
+    candidate whose output is the model's output (found with one forward pass in eval mode).
+    Anything else raises a ``ValueError`` that names the candidates, so registration order
+    (a head registered before the body, a projector after the head) can never pick the wrong
+    layer silently.
 
     Its ``weight`` (C, d) and ``bias`` (C,) or None are what NC2-NC4 compare with the features.
     """
@@ -48,11 +92,26 @@ def find_classifier(model: nn.Module, classifier: str | nn.Module | None = None)
     check_module(model, fn)
     if classifier is not None:
         return _resolve(model, classifier, "classifier", fn)
-    found = [m for m in model.modules() if isinstance(m, (nn.Linear, FixedETFHead))]
-    if not found:
+    candidates = [(n, m) for n, m in model.named_modules()
+                  if isinstance(m, (nn.Linear, FixedETFHead))]
+    if not candidates:
         raise ValueError(f"{fn}: `model` must contain an nn.Linear classifier, found none; "
                          "pass `classifier=` explicitly")
-    return found[-1]
+    if len(candidates) == 1:
+        return candidates[0][1]
+    last = _last_of_sequential(model)
+    if any(m is last for _, m in candidates):
+        return last
+    if example is not None:
+        name = _traced_classifier(model, candidates, example)
+        if name is not None:
+            return dict(candidates)[name]
+    listed = ", ".join(_describe_layer(n, m) for n, m in candidates[:8])
+    more = f" and {len(candidates) - 8} more" if len(candidates) > 8 else ""
+    how = ("none of them produces the model's output on the example" if example is not None
+           else "pass `example=` an input batch to find the one whose output is the model's")
+    raise ValueError(f"{fn}: cannot tell which layer is the classifier among {listed}{more}; "
+                     f"pass `classifier=` one of these names ({how})")
 
 
 def _resolve(model: nn.Module, layer, name: str, fn: str) -> nn.Module:
@@ -81,14 +140,19 @@ def _layer_list(layers) -> list:
 
 @contextmanager
 def record_features(
-    model: nn.Module, layers: str | nn.Module | None | Sequence = None
+    model: nn.Module, layers: str | nn.Module | None | Sequence = None, *,
+    classifier: str | nn.Module | None = None, example: torch.Tensor | None = None,
 ) -> Iterator[dict[str, list[torch.Tensor]]]:
     """Collect, while the block runs, what chosen layers compute on every forward pass.
+
+    Each record is a copy taken when the layer runs, so later in-place operations
+    (``out += identity``, ``ReLU(inplace=True)``) cannot change it.
 
     Args:
         model: the network.
         layers: a layer (name or submodule), None for the input of the classifier (the
             penultimate features, see `find_classifier`), or a sequence of these.
+        classifier, example: how to find the classifier for None (see `find_classifier`).
 
     Yields:
         A dict key -> list of detached tensors of shape (B, F) (outputs flattened per sample),
@@ -101,7 +165,8 @@ def record_features(
     targets = []
     for layer in _layer_list(layers):
         if layer is None:
-            targets.append((CLASSIFIER_INPUT, find_classifier(model), True))
+            head = find_classifier(model, classifier, example=example)
+            targets.append((CLASSIFIER_INPUT, head, True))
         else:
             module = _resolve(model, layer, "layers", fn)
             targets.append((names[id(module)], module, False))
@@ -111,11 +176,11 @@ def record_features(
             store = records[key]
             if on_input:
                 def pre_hook(_module, args, store=store):
-                    store.append(args[0].detach().flatten(1))
+                    store.append(args[0].detach().flatten(1).clone())
                 handles.append(module.register_forward_pre_hook(pre_hook))
             else:
                 def hook(_module, _args, output, store=store):
-                    store.append(output.detach().flatten(1))
+                    store.append(output.detach().flatten(1).clone())
                 handles.append(module.register_forward_hook(hook))
         yield records
 
@@ -129,8 +194,8 @@ def _check_inputs(model, x, fn, batch_size):
 
 
 @torch.no_grad()
-def layer_features(model: nn.Module, x: torch.Tensor, layers, *,
-                   batch_size: int = 2048) -> dict[str, torch.Tensor]:
+def layer_features(model: nn.Module, x: torch.Tensor, layers, *, batch_size: int = 2048,
+                   classifier: str | nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Run ``model`` over ``x`` in eval mode and return each chosen layer's output.
 
     Args:
@@ -138,13 +203,16 @@ def layer_features(model: nn.Module, x: torch.Tensor, layers, *,
         x: inputs (N, ...), moved in batches to the model's device.
         layers: as in `record_features`.
         batch_size: samples per forward pass.
+        classifier: the classifier, for a None in ``layers`` (default: `find_classifier`,
+            given the first inputs as its example).
 
     Returns:
-        A dict key -> features (N, F) on the model's device.
+        A dict key -> features (N, F) on the model's device (copies taken as each layer ran).
     """
     batch_size = _check_inputs(model, x, "layer_features", batch_size)
     device = model_device(model)
-    with eval_mode(model), record_features(model, layers) as records:
+    with eval_mode(model), record_features(model, layers, classifier=classifier,
+                                           example=x[:2].to(device)) as records:
         for start in range(0, len(x), batch_size):
             model(x[start : start + batch_size].to(device))
     return {key: torch.cat(parts) for key, parts in records.items()}
@@ -152,37 +220,46 @@ def layer_features(model: nn.Module, x: torch.Tensor, layers, *,
 
 @torch.no_grad()
 def extract_features(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None = None, *,
-                     batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+                     batch_size: int = 2048, classifier: str | nn.Module | None = None,
+                     output=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the penultimate features and the logits of ``model`` on ``x`` (eval mode).
 
     Args:
         model: a classifier; its mode and hooks are left as they were.
         x: inputs (N, ...).
         layer: the layer whose output is the feature (name or module); None (default) for the
-            input of the classifier (`find_classifier`), the "last-layer features" of neural
-            collapse.
+            input of the classifier, the "last-layer features" of neural collapse.
         batch_size: samples per forward pass.
+        classifier: the classifier layer (name or module) whose input is the feature when
+            ``layer`` is None; default: `find_classifier` with the first inputs as example
+            (it raises, naming the candidates, when it cannot tell).
+        output: picks the logits from dict/tuple outputs (a key, an index or a function).
 
     Returns:
         ``(features, logits)`` of shapes (N, d) and (N, C), on the model's device.
     """
-    batch_size = _check_inputs(model, x, "extract_features", batch_size)
+    fn = "extract_features"
+    batch_size = _check_inputs(model, x, fn, batch_size)
+    output = check_output_adapter(output, fn)
     device = model_device(model)
     logits = []
-    with eval_mode(model), record_features(model, layer) as records:
+    with eval_mode(model), record_features(model, layer, classifier=classifier,
+                                           example=x[:2].to(device)) as records:
         for start in range(0, len(x), batch_size):
-            logits.append(model(x[start : start + batch_size].to(device)))
+            out = model(x[start : start + batch_size].to(device))
+            logits.append(select_output(out, output, fn))
     (features,) = records.values()
     return torch.cat(features), torch.cat(logits)
 
 
 def nc1_by_layer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: Sequence, *,
-                 batch_size: int = 2048) -> dict[str, float]:
+                 batch_size: int = 2048,
+                 classifier: str | nn.Module | None = None) -> dict[str, float]:
     """Return NC1 (`nc1`) of the outputs of each layer in ``layers``: collapse across depth
     (Papyan 2020 "Traces of class/cross-class structure"; He & Su 2023, progressive collapse).
 
     Args:
-        model, x, batch_size: as in `layer_features`; y: labels (N,).
+        model, x, batch_size, classifier: as in `layer_features`; y: labels (N,).
         layers: layer names or modules (None for the classifier input).
 
     Returns:
@@ -191,7 +268,7 @@ def nc1_by_layer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: Seq
     fn = "nc1_by_layer"
     check_tensor(x, "x", fn, min_ndim=2, like="(N, ...)")
     y = check_labels(y, len(x), fn)
-    feats = layer_features(model, x, layers, batch_size=batch_size)
+    feats = layer_features(model, x, layers, batch_size=batch_size, classifier=classifier)
     return {key: nc1(h, y.to(h.device)) for key, h in feats.items()}
 
 
@@ -291,8 +368,9 @@ class CollapseTracker:
 
     def measure(self, epoch: int, model: nn.Module) -> CollapseMetrics:
         """Measure now (whatever the schedule), record it under ``epoch`` and return it."""
-        head = find_classifier(model, self.classifier)
-        features, logits = extract_features(model, self.x, self.layer,
+        example = self.x[:2].to(model_device(model))
+        head = find_classifier(model, self.classifier, example=example)
+        features, logits = extract_features(model, self.x, self.layer, classifier=head,
                                             batch_size=self.batch_size)
         y = self.y.to(features.device)
         bias = head.bias.detach() if getattr(head, "bias", None) is not None else None

@@ -1,213 +1,53 @@
-"""The sandboxed side of grading: runs ONE question of a submission and reports its outputs.
+"""The sandboxed side of grading: the zygote, the supervisor, and the child that runs ONE
+question of a submission. (The threat model and the grader's side are in `sandbox`.)
 
-The grader (the parent) starts one child process per question (`deepscope.grading.sandbox`). The
-child lowers its own limits, executes the student's answer cells, calls the student's function on
-the inputs the parent sent and streams back plain data: each call's outputs as tensors in a
-safetensors blob with a JSON header, or the error it raised. Nothing is judged here: the parent
-compares the outputs with references it computed itself, so whatever the submission does inside
-this process (patching torch or deepscope, exiting, printing, hanging) cannot change a verdict.
+Processes, for each question::
 
-Wire format on the result pipe (written with ``os.write``, read without blocking by the parent):
-frames of ``4-byte big-endian length + payload``; a payload is one kind byte and a body:
+    grader ──socket──> zygote: imported torch once; forks a supervisor per question (`serve`)
+                         └─ supervisor: outside the sandbox; kills it when the grader closes
+                            its lifeline or when the sandbox's processes together use more
+                            memory than allowed; its exit status is the sandbox's (`supervise`)
+                              └─ sandbox: pid 1 of fresh pid, ipc, net, uts and mount
+                                 namespaces (or `bwrap`, which makes the same ones); builds the
+                                 view of the filesystem, drops every privilege, lowers its
+                                 limits, then runs the student's code (`sandboxed`)
 
-- ``P`` progress, JSON ``{"stage": "cell"|"call", ...}``: where the child is (for timeout messages)
-- ``S`` sandbox, JSON: which isolation applied (network namespace or Python-level block, limits)
-- ``E`` cell error, JSON: a top-level error of an answer cell (the question may still pass)
-- ``C`` call result: 8-byte JSON length, JSON ``{"index", "ok" | "error"}``, then safetensors
-- ``D`` done
+Only after the sandbox is complete does the child send its first frame, ``R`` (ready): if any
+step fails it sends ``G`` with the reason and ends, so student code never runs half-isolated.
+Then it executes the answer cells and calls the student's function on the inputs the grader
+sent, streaming back plain data (`protocol`). Nothing is judged here.
+
+The isolation steps themselves are in `_isolate`. This module runs where ``deepscope`` cannot
+be imported (it is absent from the sandbox's view): the zygote and the bubblewrap sandbox load
+it, `_isolate` and `protocol` by file path.
 """
 
 from __future__ import annotations
 
 import builtins
-import ctypes
-import importlib.abc
 import io
 import json
 import linecache
 import os
 import resource
+import select
 import signal
 import struct
 import sys
 import traceback
 
-import numpy as np
 import torch
-from safetensors.torch import save as _safetensors_save
 
-from . import rules as _rules
+try:
+    from . import _isolate, protocol
+    from . import rules as _rules
+except ImportError:  # loaded by file path (the zygote, the bubblewrap sandbox): no package
+    import _sandbox_isolate as _isolate  # type: ignore[no-redef]
+    import _sandbox_protocol as protocol  # type: ignore[no-redef]
+    import _sandbox_rules as _rules  # type: ignore[no-redef]
 
-#: Linux clone flags for unshare(2): a new user namespace lets an unprivileged process own new
-#: mount, network and pid namespaces (see `_namespaces`).
-_CLONE_NEWNS = 0x00020000
-_CLONE_NEWUSER = 0x10000000
-_CLONE_NEWPID = 0x20000000
-_CLONE_NEWNET = 0x40000000
-_MAX_DEPTH = 6
-_MAX_TENSORS = 512
-_MAX_MESSAGE = 4000
-
-
-class _Channel:
-    """Frames written straight to a file descriptor (no pickling, no buffering)."""
-
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def send(self, kind: bytes, body: bytes) -> None:
-        payload = kind + body
-        data = struct.pack(">I", len(payload)) + payload
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-
-    def send_json(self, kind: bytes, obj) -> None:
-        self.send(kind, json.dumps(obj, allow_nan=True).encode())
-
-
-# ---------------------------------------------------------------------------------------------
-# Isolation
-
-
-class _ImportBlocker(importlib.abc.MetaPathFinder):
-    """Refuse imports of the reference library and of peer libraries inside a submission."""
-
-    def __init__(self, forbidden: tuple[str, ...]):
-        self.forbidden = forbidden
-
-    def find_spec(self, fullname, path=None, target=None):
-        for name in self.forbidden:
-            if fullname == name or fullname.startswith(name + "."):
-                raise ImportError(
-                    f"importing {fullname!r} is not allowed in an answer: the grader compares "
-                    "your code with the library's reference, so implement it yourself "
-                    "(torch, numpy, scipy, math and the standard library are fine)"
-                )
-        return None
-
-
-def block_imports(forbidden: tuple[str, ...]) -> None:
-    """Remove already imported forbidden modules and refuse any further import of them."""
-    for name in sorted(sys.modules, reverse=True):
-        if any(name == f or name.startswith(f + ".") for f in forbidden):
-            del sys.modules[name]  # running code keeps its own references; imports now fail
-            parent, _, attr = name.rpartition(".")
-            if parent in sys.modules and getattr(sys.modules[parent], attr, None) is not None:
-                delattr(sys.modules[parent], attr)
-    sys.meta_path.insert(0, _ImportBlocker(tuple(forbidden)))
-
-
-def _block_sockets() -> None:  # pragma: no cover - runs only where namespaces are unavailable
-    import socket
-
-    def refuse(*_args, **_kwargs):
-        raise OSError("network access is disabled while grading")
-
-    socket.socket = refuse
-    socket.create_connection = refuse
-    socket.getaddrinfo = refuse
-    try:
-        import _socket
-
-        _socket.socket = refuse
-    except ImportError:
-        pass
-
-
-_MS_FLAGS = {"ro": 1, "nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024,
-             "nodiratime": 2048, "relatime": 1 << 21, "strictatime": 1 << 24}
-_MS_REMOUNT, _MS_BIND = 32, 4096
-
-
-def _write_proc(path: str, text: str) -> None:
-    with open(path, "w") as file:
-        file.write(text)
-
-
-def _mounts() -> list[tuple[str, int]]:
-    """Mount points of this namespace with their per-mount flags, parents first."""
-    mounts = []
-    with open("/proc/self/mountinfo") as file:
-        for line in file:
-            fields = line.split()
-            point = fields[4].encode().decode("unicode_escape")
-            flags = sum(_MS_FLAGS.get(opt, 0) for opt in fields[5].split(","))
-            mounts.append((point, flags))
-    return mounts
-
-
-def _namespaces() -> dict:  # pragma: no cover - runs in the child process only
-    """Enter new user, mount, network and pid namespaces; make every mount read-only.
-
-    Unprivileged: a new user namespace grants the capabilities needed inside it only. The
-    network namespace is empty (a down loopback), the pid namespace hides every process outside
-    (the grader cannot be signalled), and after the remounts a second user+mount namespace
-    locks the read-only flags so the submission cannot undo them. Returns what applied, or
-    an empty dict when the kernel refuses (e.g. inside a container that forbids namespaces).
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    uid, gid = os.geteuid(), os.getegid()
-    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID) != 0:
-        return {}
-    applied = {"network": "none (empty network namespace)",
-               "processes": "own pid namespace (nothing outside is visible)"}
-    try:
-        _write_proc("/proc/self/setgroups", "deny")
-        _write_proc("/proc/self/uid_map", f"0 {uid} 1")
-        _write_proc("/proc/self/gid_map", f"0 {gid} 1")
-        failed = []
-        mount = libc.mount
-        mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                          ctypes.c_void_p]
-        for point, flags in _mounts():
-            if mount(None, point.encode(), None, _MS_REMOUNT | _MS_BIND | 1 | flags, None):
-                failed.append(point)
-        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) != 0:
-            failed.append("(lock)")
-        applied["filesystem"] = ("read-only" if not failed else
-                                 "read-only except " + ", ".join(failed[:5]))
-    except OSError as err:
-        applied["filesystem"] = f"writable ({err.strerror})"
-    return applied
-
-
-def isolate(limits: dict) -> dict:  # pragma: no cover - runs in the child process only
-    """Lower this process's limits and cut it off; return what applied (for the report).
-
-    Namespaces first (they need the /proc writes that the file-size limit would refuse), then
-    rlimits. Without namespaces, a Python-level socket block stands in for the network one and
-    RLIMIT_FSIZE = 0 still keeps any file from receiving data.
-    """
-    os.setsid()  # own process group: the parent kills everything the submission starts
-    applied: dict = {}
-    if limits.get("namespaces", True) and sys.platform.startswith("linux"):
-        try:
-            applied = _namespaces()
-        except (OSError, AttributeError):
-            applied = {}
-    if "network" not in applied:
-        _block_sockets()
-        applied.update(network="Python-level socket block", processes="own process group",
-                       filesystem="no file receives data (RLIMIT_FSIZE = 0)")
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a refused write raises OSError, not a kill
-    for name, value in (
-        ("RLIMIT_CORE", 0),
-        ("RLIMIT_FSIZE", 0),  # no file can receive data (pipes are not files)
-        ("RLIMIT_CPU", limits.get("cpu_seconds")),
-        ("RLIMIT_AS", limits.get("memory_bytes")),
-    ):
-        which = getattr(resource, name, None)
-        if which is None or value is None:
-            continue
-        try:
-            resource.setrlimit(which, (int(value), int(value)))
-            applied[name] = int(value)
-        except (ValueError, OSError):
-            applied[name] = "unavailable"
-    torch.set_num_threads(1)
-    return applied
+MAX_MESSAGE = protocol.MAX_MESSAGE
+SETUP_FAILED = 121  # exit code of a sandbox that could not be set up
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,9 +60,8 @@ def _where(err: BaseException) -> str:
     if not frames:
         return ""
     frame = frames[-1]
-    cell = frame.filename.strip("<>")
     line = (frame.line or "").strip()
-    return f"{cell}, line {frame.lineno}" + (f": {line}" if line else "")
+    return f"{frame.filename.strip('<>')}, line {frame.lineno}" + (f": {line}" if line else "")
 
 
 def describe_error(err: BaseException) -> dict:
@@ -239,10 +78,19 @@ def describe_error(err: BaseException) -> dict:
         if isinstance(err, NameError):
             message += (" (answer cells run on their own, after only the assignment's standard "
                         "imports: import anything else inside your answer cell)")
-    return {"type": type(err).__name__, "message": message[:_MAX_MESSAGE], "where": _where(err)}
+        if isinstance(err, ModuleNotFoundError) and str(err.name).split(".")[0] in _FORBIDDEN:
+            message += (" (the reference library and peer libraries are not available to "
+                        "answers: the grader compares your code with them, so implement it "
+                        "yourself; torch, numpy, scipy, math and the standard library are fine)")
+    try:
+        where = _where(err)
+    except Exception:  # noqa: BLE001 - a hostile traceback must not break the report
+        where = ""
+    return {"type": type(err).__name__[:200], "message": message[:MAX_MESSAGE],
+            "where": where[:MAX_MESSAGE]}
 
 
-def execute_cells(cells: list[dict], namespace: dict, channel: _Channel | None = None) -> list:
+def execute_cells(cells: list[dict], namespace: dict, channel=None) -> list:
     """Execute answer cells in order in ``namespace``; return the top-level errors (JSON-able).
 
     An error at a cell's top level does not stop the others: the graded function may be defined
@@ -254,52 +102,15 @@ def execute_cells(cells: list[dict], namespace: dict, channel: _Channel | None =
         linecache.cache[filename] = (len(cell["source"]), None,
                                      cell["source"].splitlines(True), filename)
         if channel is not None:
-            channel.send_json(b"P", {"stage": "cell", "cell": cell["number"]})
+            channel.send_json(b"P", {"cell": cell["number"]})
         try:
             exec(compile(cell["source"], filename, "exec"), namespace)  # noqa: S102
         except BaseException as err:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
-            errors.append({"cell": cell["number"], **describe_error(err)})
+            error = {"cell": cell["number"], **describe_error(err)}
+            errors.append(error)
+            if channel is not None:
+                channel.send_json(b"E", error)
     return errors
-
-
-def encode(value, tensors: dict, depth: int = 0):
-    """Turn a returned value into JSON-able structure; tensors go into ``tensors`` (on the CPU).
-
-    Tensors keep their dtype; their device is recorded so the parent can check device
-    preservation. NumPy arrays become tensors (marked as such); anything else is named, not sent.
-    """
-    if depth > _MAX_DEPTH:
-        raise ValueError("the returned value is nested too deeply")
-    if isinstance(value, torch.Tensor):
-        if len(tensors) >= _MAX_TENSORS:
-            raise ValueError(f"the returned value holds more than {_MAX_TENSORS} tensors")
-        key = str(len(tensors))
-        tensor = torch.Tensor.detach(value)
-        device = str(tensor.device)
-        if tensor.is_sparse or tensor.layout != torch.strided:
-            tensor = tensor.to_dense()
-        tensors[key] = tensor.to("cpu").contiguous().clone()
-        return {"tensor": key, "device": device}
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            raise ValueError("the returned NumPy array has dtype object")
-        key = str(len(tensors))
-        tensors[key] = torch.from_numpy(np.ascontiguousarray(value)).clone()
-        return {"tensor": key, "device": "numpy"}
-    if value is None or isinstance(value, (bool, str)):
-        return {"value": value if not isinstance(value, str) else value[:_MAX_MESSAGE]}
-    if isinstance(value, (int, np.integer)):
-        return {"value": int(value)}
-    if isinstance(value, (float, np.floating)):
-        return {"value": float(value)}
-    if isinstance(value, (tuple, list)):
-        kind = "tuple" if isinstance(value, tuple) else "list"
-        return {kind: [encode(v, tensors, depth + 1) for v in value]}
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            raise ValueError("a returned dict must have string keys")
-        return {"dict": {k: encode(v, tensors, depth + 1) for k, v in value.items()}}
-    return {"unsupported": type(value).__name__}
 
 
 def _differentiated(fn, args, kwargs, positions):
@@ -335,77 +146,51 @@ def call_result(index: int, fn, call) -> bytes:
                                                                                   **kwargs)
         if observe:
             value = (value, _rules.changes(before))
-        tensors: dict = {}
-        header = {"index": index, "ok": encode(value, tensors)}
-        blob = _safetensors_save(tensors) if tensors else b""
+        return protocol.call_body(index, ok=value)
     except BaseException as err:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
-        header = {"index": index, "error": describe_error(err)}
-        blob = b""
-    head = json.dumps(header, allow_nan=True).encode()
-    return struct.pack(">Q", len(head)) + head + blob
+        return protocol.call_body(index, error=describe_error(err))
 
 
-def run(job: dict, channel: _Channel) -> None:
+_FORBIDDEN: tuple[str, ...] = ("deepscope",)
+
+
+def run(job: dict, channel) -> None:
     """Execute the preamble and the answer cells, then every call of the graded function."""
+    global _FORBIDDEN
+    _FORBIDDEN = tuple(job.get("forbidden", _FORBIDDEN))
     namespace = {"__name__": "__main__", "__builtins__": builtins}
     exec(compile(job["preamble"], "<preamble>", "exec"), namespace)  # noqa: S102
-    for error in execute_cells(job["cells"], namespace, channel):
-        channel.send_json(b"E", error)
+    execute_cells(job["cells"], namespace, channel)
     for source in job.get("substitutes", ()):  # correct versions of other graded functions
         exec(compile(source, "<reference>", "exec"), namespace)  # noqa: S102
     fn = namespace.get(job["function"])
-    if not callable(fn):
-        missing = {"type": "NameError", "where": "",
-                   "message": f"no function named {job['function']!r} is defined by the cells"}
-        for index in range(len(job["calls"])):
-            head = json.dumps({"index": index, "error": missing}).encode()
-            channel.send(b"C", struct.pack(">Q", len(head)) + head)
-        return
+    missing = {"type": "NameError", "where": "",
+               "message": f"no function named {job['function']!r} is defined by the cells"}
     for index, call in enumerate(job["calls"]):
-        channel.send_json(b"P", {"stage": "call", "call": index})
-        channel.send(b"C", call_result(index, fn, call))
+        channel.send_json(b"P", {"call": index})
+        channel.send(b"C", call_result(index, fn, call) if callable(fn)
+                     else protocol.call_body(index, error=missing))
 
 
-def _become_pid_one(result_fd: int) -> None:  # pragma: no cover - runs in the child only
-    """Fork once so the rest runs as pid 1 of the new pid namespace; the first process only
-    waits and passes the exit status on (when pid 1 ends, the kernel kills the whole namespace,
-    so nothing a submission started outlives it)."""
-    pid = os.fork()
-    if pid == 0:
-        return
-    for fd in (0, 1, 2, result_fd):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:  # die of the same signal, so the grader can name it
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-    os._exit(code)
+# ---------------------------------------------------------------------------------------------
+# The processes: the sandbox, the supervisor and the zygote
 
 
-def main(job_fd: int, result_fd: int, output_fd: int, limits: dict) -> None:  # pragma: no cover
-    """Run one job in this (forked) process: read it, isolate, run it, report; never return."""
-    channel = _Channel(result_fd)
-    os.dup2(output_fd, 1)
-    os.dup2(output_fd, 2)
-    os.close(output_fd)
-    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
-    sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), line_buffering=True)
+def _start_job(job_fd: int, result_fd: int) -> tuple[dict, protocol.Channel]:
+    """Read the job (sent by the grader: trusted) and report ready: the time limit starts."""
+    with os.fdopen(job_fd, "rb") as file:
+        job_data = file.read()
+    job = torch.load(io.BytesIO(job_data), weights_only=False)
+    channel = protocol.Channel(result_fd)
+    channel.send(b"R")
+    return job, channel
+
+
+def _serve_job(job: dict, channel: protocol.Channel) -> None:
     code = 0
     try:
-        with os.fdopen(job_fd, "rb") as file:
-            job_bytes = file.read()
-        sandbox = isolate(limits)
-        if sandbox.get("processes", "").startswith("own pid"):
-            _become_pid_one(result_fd)
-        channel.send_json(b"S", sandbox)
-        job = torch.load(io.BytesIO(job_bytes), weights_only=False)  # from the parent: trusted
-        block_imports(tuple(job["forbidden"]))
         run(job, channel)
-        channel.send(b"D", b"")
+        channel.send(b"D")
     except BaseException as err:  # noqa: BLE001 - report, then leave without cleanup
         try:
             channel.send_json(b"E", {"cell": None, **describe_error(err)})
@@ -420,33 +205,197 @@ def main(job_fd: int, result_fd: int, output_fd: int, limits: dict) -> None:  # 
         os._exit(code)  # skip atexit handlers and finalizers a submission may have registered
 
 
-# ---------------------------------------------------------------------------------------------
-# The zygote: a process that imported torch once and forks one child per question
+def _redirect_output(output_fd: int) -> None:
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.close(output_fd)
+    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), line_buffering=True)
+
+
+def sandboxed(plan: dict, job_fd: int, result_fd: int, output_fd: int, root_user: bool):
+    """The sandbox's first process: isolate (per ``plan["mode"]``), then run the job; never
+    returns. In bubblewrap mode it becomes ``bwrap``, whose sandbox runs `bubblewrap_main`."""
+    channel = protocol.Channel(result_fd)
+    try:
+        _isolate.die_with_parent()
+        _redirect_output(output_fd)
+        _isolate.close_fds({0, 1, 2, job_fd, result_fd})
+        if plan["mode"] == "bubblewrap":
+            _exec_bwrap(plan, root_user, job_fd, result_fd)
+        if plan["mode"] == "namespaces":
+            _isolate.isolate_namespaces(plan, root_user)
+        else:
+            os.setpgid(0, 0)  # trusted mode: the supervisor kills the whole group
+        _isolate.set_limits(plan["limits"], write_files=plan["mode"] != "none")
+        torch.set_num_threads(1)
+        job, channel = _start_job(job_fd, result_fd)
+    except BaseException as err:  # noqa: BLE001 - whatever failed, no student code runs
+        channel.send(b"G", f"{type(err).__name__}: {err}"[:MAX_MESSAGE].encode())
+        os._exit(SETUP_FAILED)
+    _serve_job(job, channel)
+
+
+def _exec_bwrap(plan: dict, root_user: bool, job_fd: int, result_fd: int) -> None:
+    """Exec ``bwrap`` with the plan's arguments. As root, first become ``nobody`` (inside
+    bwrap, uid 0 of the host may write kernel settings); the sources of the view are opened
+    before, and bwrap binds them through /proc/self/fd."""
+    fds = {"@JOB_FD@": job_fd, "@RESULT_FD@": result_fd}
+    argv = [str(fds.get(arg, arg)) for arg in plan["bwrap"]]
+    for fd in fds.values():
+        os.set_inheritable(fd, True)
+    if root_user:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        soft = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for i, arg in enumerate(argv[:-1]):
+            if arg in ("--ro-bind", "--dev-bind") and argv[i + 1].startswith("/"):
+                fd = os.open(argv[i + 1], os.O_PATH)
+                os.set_inheritable(fd, True)
+                argv[i + 1] = f"/proc/self/fd/{fd}"
+        os.setgroups([])
+        os.setgid(_isolate.NOBODY)
+        os.setuid(_isolate.NOBODY)
+    os.execve(argv[0], argv, plan["env"])
+
+
+def bubblewrap_main(job_fd: int, result_fd: int, plan: dict) -> None:  # pragma: no cover
+    """The sandbox's program inside ``bwrap`` (which made the namespaces and the view): cap
+    ipc, drop the two capabilities bwrap kept for that, lower the limits, run the job."""
+    channel = protocol.Channel(result_fd)
+    try:
+        # bwrap passes on every descriptor it inherited, the O_PATH ones it bound from
+        # included: through those the host's directories would be reachable.
+        _isolate.close_fds({0, 1, 2, job_fd, result_fd})
+        _isolate.ipc_limits(plan["limits"])
+        _isolate.drop_privileges()
+        _isolate.set_limits(plan["limits"])
+        torch.set_num_threads(1)
+        job, channel = _start_job(job_fd, result_fd)
+    except BaseException as err:  # noqa: BLE001 - whatever failed, no student code runs
+        channel.send(b"G", f"{type(err).__name__}: {err}"[:MAX_MESSAGE].encode())
+        os._exit(SETUP_FAILED)
+    _serve_job(job, channel)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc/PID/task/TID/children), without bubblewrap's
+    own small helper processes."""
+    found, todo = [], [pid]
+    while todo and len(found) < 4096:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/comm") as file:
+                if file.read().strip() != "bwrap":
+                    found.append(current)
+            for tid in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{tid}/children") as file:
+                    todo.extend(int(c) for c in file.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _pss(pids: list[int]) -> int:
+    """Proportional set size of ``pids`` together, in bytes (shared pages counted once)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as file:
+                for line in file:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+    return total
+
+
+def _wait_for(pid: int, lifeline: int, memory: int | None, control: int) -> int:
+    """Watch the sandbox until it ends, the lifeline closes, or its processes together use more
+    than ``memory`` bytes; kill it in the latter two cases. Return its wait status."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    watched = [lifeline] + ([pidfd] if pidfd is not None else [])
+    while True:
+        ready, _, _ = select.select(watched, [], [], 0.25 if pidfd is not None else 0.05)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        over = 0
+        if memory and not ready:
+            tree = _tree(pid)
+            if len(tree) > 1:  # one process alone is held by its address-space limit
+                used = _pss(tree)
+                over = used if used > memory else 0
+        if lifeline in ready or over:
+            if over:
+                os.write(control, json.dumps({"memory": over}).encode() + b"\n")
+            for kill in (lambda: os.kill(pid, signal.SIGKILL),
+                         lambda: os.killpg(pid, signal.SIGKILL)):
+                try:
+                    kill()
+                except OSError:
+                    pass
+            return os.waitpid(pid, 0)[1]
+
+
+def supervise(request: dict, fds: list[int]) -> None:  # pragma: no cover - a forked process
+    """The supervisor of one question: make the namespaces, start the sandbox, watch it, and
+    end with its exit status (the zygote reports it to the grader)."""
+    job_fd, result_fd, output_fd, control_fd, lifeline_fd = fds
+    plan = request["plan"]
+    os.setsid()
+    root_user = os.geteuid() == 0
+    try:
+        if plan["mode"] == "namespaces":
+            _isolate.enter_outer_namespaces(root_user)
+        pid = os.fork()
+    except (_isolate.SetupError, OSError) as err:
+        protocol.Channel(result_fd).send(b"G", str(err)[:MAX_MESSAGE].encode())
+        os._exit(SETUP_FAILED)
+    if pid == 0:
+        os.close(control_fd)
+        os.close(lifeline_fd)
+        sandboxed(plan, job_fd, result_fd, output_fd, root_user)
+    for fd in (job_fd, result_fd, output_fd):
+        os.close(fd)
+    memory = plan["limits"].get("tree_bytes")
+    code = os.waitstatus_to_exitcode(_wait_for(pid, lifeline_fd, memory, control_fd))
+    if code < 0:  # die of the same signal, so the grader can name it
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code)
 
 
 def serve(sock_fd: int) -> None:  # pragma: no cover - runs in the zygote process
-    """Fork a child per request received on the Unix socket ``sock_fd``; report exit statuses.
+    """Fork a supervisor per request received on the Unix socket ``sock_fd``; report statuses.
 
-    A request is a JSON message ``{"limits": {...}}`` with four file descriptors attached: the job
-    (readable), the result pipe, the output pipe and a status pipe. The zygote answers with the
-    child's pid and, when it reaps the child, writes its exit status (4 bytes, signed; negative
-    for a signal) to the status pipe and closes it: the parent uses the status pipe as the
-    child's sentinel. The zygote exits when the parent closes the socket.
+    A request is a JSON message ``{"plan": {...}}`` with six file descriptors attached: the job
+    (readable), the result, output, status and control pipes, and the lifeline (readable; the
+    grader holds its other end). The zygote answers with the supervisor's pid and, when it reaps
+    it, writes its exit status (4 bytes, signed; negative for a signal) to the status pipe and
+    closes it. The zygote exits when the grader closes the socket.
     """
-    import select
     import socket
-    import tempfile
 
-    # torch.func's vmap imports torch._dynamo, which asks tempfile for a directory (tempfile
-    # probes by writing a file) and creates its cache directory: both writes the sandbox
-    # refuses. Resolve the temp dir and create the cache here, once (in the zygote's own dir).
-    tempfile.gettempdir()
-    cache = os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath("torch-cache"))
-    os.makedirs(os.path.join(cache, "dynamo"), exist_ok=True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the grader handles Ctrl-C
+    wake_r, wake_w = os.pipe()  # a supervisor's end wakes the loop at once
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     sock = socket.socket(fileno=sock_fd)
     status_fds: dict[int, int] = {}
     while True:
-        readable, _, _ = select.select([sock], [], [], 0.05)
+        readable, _, _ = select.select([sock, wake_r], [], [], 1.0)
+        if wake_r in readable:
+            os.read(wake_r, 4096)
         while status_fds:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -456,29 +405,30 @@ def serve(sock_fd: int) -> None:  # pragma: no cover - runs in the zygote proces
                 break
             fd = status_fds.pop(pid, None)
             if fd is not None:
-                code = os.waitstatus_to_exitcode(status)
                 try:
-                    os.write(fd, struct.pack(">i", code))
+                    os.write(fd, struct.pack(">i", os.waitstatus_to_exitcode(status)))
                 except OSError:
                     pass
                 os.close(fd)
-        if not readable:
+        if sock not in readable:
             continue
         try:
-            message, fds, _flags, _addr = socket.recv_fds(sock, 65536, 4)
+            message, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 6)
         except OSError:
             message, fds = b"", []
         if not message:
             return
         request = json.loads(message)
-        job_fd, result_fd, output_fd, status_fd = fds
+        job_fd, result_fd, output_fd, status_fd, control_fd, lifeline_fd = fds
         pid = os.fork()
         if pid == 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             sock.close()
-            for fd in (status_fd, *status_fds.values()):
+            for fd in (status_fd, wake_r, wake_w, *status_fds.values()):
                 os.close(fd)
-            main(job_fd, result_fd, output_fd, request["limits"])
-        for fd in (job_fd, result_fd, output_fd):
+            supervise(request, [job_fd, result_fd, output_fd, control_fd, lifeline_fd])
+        for fd in (job_fd, result_fd, output_fd, control_fd, lifeline_fd):
             os.close(fd)
         status_fds[pid] = status_fd
         sock.sendall(struct.pack(">i", pid))

@@ -2,31 +2,102 @@
 
 `deepscope.cli` declares the arguments and calls these functions (imported only when one of the
 commands runs, so ``deepscope info`` stays quick).
+
+A batch no notebook can break: each notebook's reading, grading and reporting is its own; the
+CSV and JSON files are rewritten (atomically) after every notebook, so a crash or a Ctrl-C keeps
+what was graded, and ``--resume`` skips the notebooks already graded with the same sha256.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import signal
 import sys
+import tempfile
 from pathlib import Path
 
-from . import batch
+from . import batch, sandbox
+from .intake import IntakeError, read_bytes
 from .notebook import NotebookError, release, release_text
-from .report import gradebook_csv, reports_json
+from .protocol import clean_text
+from .report import CheckResult, QuestionResult, Report, gradebook_csv, reports_json
 from .runner import GradingError, available_assignments, grade, load_assignment, new_seed
 
 
 def _write(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader never sees half a file); "-": stdout."""
     if path == "-":
         sys.stdout.write(text + "\n")
-    else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # Ctrl-C waits
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.",
+                                         delete=False) as file:
+            file.write(text + "\n")
+        os.replace(file.name, target)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def report_from_dict(data: dict) -> Report:
+    """Rebuild a `Report` from its JSON form (``--resume`` reads the previous reports)."""
+    questions = [QuestionResult(
+        number=q.get("number", 0), function=q.get("function", ""), title=q.get("title", ""),
+        checks=[CheckResult(c.get("name", ""), float(c.get("points", 0)),
+                            float(c.get("max_points", 0)), bool(c.get("passed")),
+                            c.get("message", ""), bool(c.get("private", False)))
+                for c in q.get("checks", [])],
+        seconds=float(q.get("seconds", 0)), problem=q.get("problem", ""),
+        warnings=list(q.get("warnings", [])), output=q.get("output", ""),
+        cells=list(q.get("cells", [])), helpers=dict(q.get("helpers", {})))
+        for q in data.get("questions", [])]
+    fields = ("submission", "id", "assignment", "title", "sha256", "seconds", "device",
+              "sandbox", "grader", "started", "error", "warnings", "seed")
+    return Report(**{k: data[k] for k in fields if k in data}, questions=questions)
+
+
+def previous_reports(path: str) -> dict[tuple[str, str], Report]:
+    """The reports of an earlier run, by (submission, sha256), for ``--resume``."""
+    if path == "-" or not Path(path).exists():
+        return {}
+    data = json.loads(Path(path).read_text())
+    items = data if isinstance(data, list) else data.get("reports", [data])
+    found = {}
+    for item in items:
+        if isinstance(item, dict) and item.get("sha256"):
+            if not str(item.get("error", "")).startswith("the grader could not run"):
+                found[(item.get("submission", ""), item["sha256"])] = report_from_dict(item)
+    return found
+
+
+def _sha256(path: str) -> str:
+    try:
+        return hashlib.sha256(read_bytes(path)).hexdigest()
+    except IntakeError:
+        return ""
+
+
+def _failed(submission: str, err: BaseException, student_id: str = "",
+            seed: int | None = None) -> Report:
+    """The report of a notebook on which the grader itself failed (a bug: this notebook only)."""
+    return Report(submission=submission, id=student_id, seed=seed,
+                  error=f"the grader failed on this notebook ({type(err).__name__}); the other "
+                  "notebooks are not affected")
 
 
 def cmd_grade(args) -> int:
     """Grade each submission (a folder: every notebook below it), print its table, write the
-    JSON/CSV reports and the teaching outputs; 1 if any could not be graded (unreadable,
-    unknown assignment), else 0 whatever the scores; 2 if the grader could not start."""
+    JSON/CSV reports as it goes, then the teaching outputs (feedback, Gradescope, similarity);
+    1 if any could not be graded (unreadable, unknown assignment), 2 if the grader could not
+    start, 130 when interrupted (what was graded is written; ``--resume`` finishes)."""
+    if args.resume and not args.json:
+        print("deepscope grade: --resume needs --json (it reads the reports written so far)",
+              file=sys.stderr)
+        return 2
     try:
         submissions = batch.collect(args.submissions)
         ids = batch.student_ids(submissions, getattr(args, "id", "stem"))
@@ -34,47 +105,60 @@ def cmd_grade(args) -> int:
             raise batch.BatchError(f"a Gradescope submission must hold exactly one notebook; "
                                    f"this one holds {len(submissions)}: "
                                    + ", ".join(p.name for p in submissions[:5]))
-    except batch.BatchError as err:
+        isolation = sandbox.choose(args.isolation, args.trust_submissions)
+    except (batch.BatchError, sandbox.IsolationUnavailable) as err:
         return _batch_error(args, err)
-    seed = args.seed if getattr(args, "seed", None) is not None else new_seed()
-    reports = []
     try:
-        for submission, student_id in zip(submissions, ids):
-            report = grade(
-                submission, args.assignment, questions=args.question or None,
-                private_checks=args.checks or (), device=args.device,
-                time_limit=args.time_limit,
-                memory_limit=None if args.memory_limit == 0 else int(args.memory_limit * 2**30),
-                jobs=args.jobs, seed=seed, student_id=student_id)
+        done = previous_reports(args.json) if args.resume else {}
+    except (ValueError, OSError) as err:
+        print(f"deepscope grade: {err}", file=sys.stderr)
+        return 2
+    if isolation == "none":
+        print("deepscope grade: WARNING: grading WITHOUT ISOLATION (--trust-submissions): "
+              "submissions run with your permissions", file=sys.stderr)
+    # One seed for the whole class; a resumed batch keeps the seed its first part was graded with.
+    seeds = {r.seed for r in done.values() if r.seed is not None}
+    if getattr(args, "seed", None) is not None:
+        seed = args.seed
+    elif len(seeds) == 1:
+        seed = seeds.pop()
+    else:
+        seed = new_seed()
+    reports: list[Report] = []
+    try:
+        for index, (submission, student_id) in enumerate(zip(submissions, ids), start=1):
+            key = (str(submission), _sha256(submission))
+            if key in done:
+                report = done[key]
+                report.id = report.id or student_id
+                print(clean_text(f"already graded (same sha256): {submission}", None))
+            else:
+                report = _grade_one(submission, args, isolation, seed, student_id)
             reports.append(report)
-            if not args.quiet:
-                print(report.table(details=not args.brief), flush=True)
-                print()
+            _save(reports, args, final=index == len(submissions))
+            if key not in done:
+                _show(report, args)
     except GradingError as err:
         print(f"deepscope grade: {err}", file=sys.stderr)
         return 2
-    if args.json:
-        _write(args.json, reports_json(reports))
-    if args.csv:
-        _write(args.csv, gradebook_csv(reports).rstrip("\n"))
-    if args.quiet:
-        for r in reports:
-            print(f"{r.points:g} / {r.max_points:g}  {r.submission}"
-                  + (f"  (not graded: {r.error})" if r.error else ""))
+    except KeyboardInterrupt:
+        print(f"\ndeepscope grade: interrupted; {len(reports)} of {len(submissions)} "
+              "notebooks graded" + (f" and written to {args.json}; rerun with --resume to "
+                                    "finish" if args.json else ""), file=sys.stderr)
+        return 130
     _teaching_outputs(args, reports, submissions, ids)
     return 1 if any(r.error for r in reports) else 0
 
 
 def _batch_error(args, err: Exception) -> int:
-    """No notebook, or clashing ids: on Gradescope the student sees why in results.json (1);
-    elsewhere the teacher does, and nothing is graded (2)."""
+    """No notebook, clashing ids, no isolation: on Gradescope the student sees why in
+    results.json (1); elsewhere the teacher does, and nothing is graded (2)."""
+    print(f"deepscope grade: {err}", file=sys.stderr)
     if getattr(args, "gradescope", None):
         from . import gradescope
 
         gradescope.write_results(args.gradescope, gradescope.failure(str(err)))
-        print(f"deepscope grade: {err}", file=sys.stderr)
         return 1
-    print(f"deepscope grade: {err}", file=sys.stderr)
     return 2
 
 
@@ -102,6 +186,39 @@ def _teaching_outputs(args, reports, submissions, ids) -> None:
                 threshold=args.similarity_threshold,
                 student_copy=stub if assignment.student and stub.is_file() else None)
             _write(args.similarity, text.rstrip("\n"))
+
+
+def _save(reports: list[Report], args, final: bool) -> None:
+    """Rewrite the report files with every notebook graded so far (stdout: only at the end)."""
+    if args.json and (args.json != "-" or final):
+        _write(args.json, reports_json(reports))
+    if args.csv and (args.csv != "-" or final):
+        _write(args.csv, gradebook_csv(reports).rstrip("\n"))
+
+
+def _grade_one(submission, args, isolation: str, seed: int, student_id: str) -> Report:
+    try:
+        return grade(submission, args.assignment, questions=args.question or None,
+                     private_checks=args.checks or (), device=args.device,
+                     time_limit=args.time_limit,
+                     memory_limit=None if args.memory_limit == 0 else
+                     int(args.memory_limit * 2**30), jobs=args.jobs, isolation=isolation,
+                     trust_submissions=args.trust_submissions, seed=seed,
+                     student_id=student_id)
+    except (GradingError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever a notebook does, the batch goes on
+        return _failed(str(submission), err, student_id, seed)
+
+
+def _show(report: Report, args) -> None:
+    if args.quiet:
+        print(clean_text(f"{report.points:g} / {report.max_points:g}  {report.submission}"
+                         + (f"  (not graded: {report.error})" if report.error else ""), None),
+              flush=True)
+    else:
+        print(report.table(details=not args.brief), flush=True)
+        print()
 
 
 def cmd_release(args) -> int:
@@ -151,6 +268,8 @@ def cmd_gradescope(args) -> int:
         options.append(f"--time-limit {args.time_limit:g}")
     if args.seed is not None:
         options.append(f"--seed {args.seed}")
+    if getattr(args, "trust_submissions", False):
+        options.append("--trust-submissions")
     try:
         path = autograder_zip(args.assignment, args.output, checks=args.checks or (),
                               options=options)

@@ -134,6 +134,10 @@ def setup_script(wheel: str) -> str:
 # Written by `deepscope gradescope` (deepscope {wheel.split('-')[1]}, torch {torch_version}).
 set -euxo pipefail
 cd "$(dirname "$0")"
+# bubblewrap: the grader's second isolation path, where the container refuses namespaces
+if command -v apt-get >/dev/null; then
+    apt-get update && apt-get install -y --no-install-recommends bubblewrap || true
+fi
 python3 -m pip install --no-cache-dir "torch=={torch_version}" \\
     --index-url https://download.pytorch.org/whl/cpu
 python3 -m pip install --no-cache-dir "./{wheel}"

@@ -197,11 +197,19 @@ def _bound_names(body: list) -> set[str]:
 def _analyse(cell: Cell) -> Cell:
     try:
         tree = ast.parse(cell.source)
+        table = symtable.symtable(cell.source, "<cell>", "exec")
     except SyntaxError as err:
         cell.syntax_error = f"SyntaxError: {err.msg} (line {err.lineno})"
         return cell
-    cell.defines = _bound_names(tree.body)
-    cell.uses = _global_references(symtable.symtable(cell.source, "<cell>", "exec")) - _BUILTINS
+    except (ValueError, RecursionError, MemoryError) as err:  # null bytes, absurd nesting
+        cell.syntax_error = f"{type(err).__name__}: the cell cannot be parsed"
+        return cell
+    try:
+        cell.defines = _bound_names(tree.body)
+    except RecursionError:
+        cell.syntax_error = "RecursionError: the cell cannot be parsed"
+        return cell
+    cell.uses = _global_references(table) - _BUILTINS
     return cell
 
 

@@ -8,6 +8,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .protocol import clean_text
+
 #: Version of the JSON report's layout (bump when a field changes meaning). Format 2 added
 #: ``id``, ``seed``, each question's ``cells`` and ``helpers`` and each check's ``private``;
 #: ``--json`` always writes a list of reports. The layout is `report.schema.json`.
@@ -155,7 +157,14 @@ class Report:
                     lines.append(f"   note: {w}")
         for w in self.warnings:
             lines.append(f"WARNING: {w}")
-        return "\n".join(lines)
+        return clean_text("\n".join(lines), limit=None)  # no terminal escapes, whatever came
+
+
+def spreadsheet_safe(value) -> str:
+    """A CSV cell that a spreadsheet shows as text: no control characters, and a leading
+    ``=``, ``+``, ``-``, ``@`` (a formula: CSV injection) escaped with an apostrophe."""
+    text = clean_text(value, limit=None)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def reports_json(reports: list[Report]) -> str:
@@ -166,7 +175,7 @@ def reports_json(reports: list[Report]) -> str:
 
 def gradebook_csv(reports: list[Report]) -> str:
     """Return one CSV row per submission: student id, file, assignment, points per question,
-    total, max, error."""
+    total, max, why it was not graded, and the isolation it was graded under."""
     functions: list[str] = []
     for r in reports:
         for q in r.questions:
@@ -174,10 +183,15 @@ def gradebook_csv(reports: list[Report]) -> str:
                 functions.append(q.function)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["id", "submission", "assignment", *functions, "total", "max", "error"])
+    writer.writerow(["id", "submission", "assignment", *map(spreadsheet_safe, functions), "total",
+                     "max", "error", "isolation"])
     for r in reports:
         by_name = {q.function: q.points for q in r.questions}
         points = [_fmt(by_name.get(f, 0.0)) for f in functions]
-        writer.writerow([r.id, r.submission, r.assignment, *points, _fmt(r.points),
-                         _fmt(r.max_points), r.error])
+        isolation = r.sandbox.get("isolation", "")
+        writer.writerow([spreadsheet_safe(r.id), spreadsheet_safe(r.submission),
+                         spreadsheet_safe(r.assignment), *points, _fmt(r.points),
+                         _fmt(r.max_points), spreadsheet_safe(r.error),
+                         "NOT ISOLATED (--trust-submissions)" if isolation == "none"
+                         else isolation])
     return buffer.getvalue()

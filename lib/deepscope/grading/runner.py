@@ -1,10 +1,11 @@
 """Grade a submission: find its answer cells, run each question in the sandbox, judge, report.
 
 Order matters for trust: every check's inputs and expected values are computed in this process
-*before* any student code runs, and only plain data ever comes back from the sandbox; the
-verdicts are decided here. The grader's own files are hashed before and after, and a change is
-reported loudly where the sandbox could not mount the filesystem read-only (elsewhere the
-submission cannot have written, and a change is someone editing the library meanwhile).
+*before* any student code runs, only plain, checked data ever comes back from the sandbox
+(`protocol`), and the verdicts are decided here. Every field of the report (points, timings,
+problems, the ``sandbox`` description) is written here, never by the sandbox. Student-facing
+messages come from `Fail` texts and the sandbox's (cleaned) error reports only: an exception
+inside a check is named by its type, never shown with its text or the check's source.
 """
 
 from __future__ import annotations
@@ -27,15 +28,8 @@ import torch
 
 from . import sandbox
 from .checks import Assignment, CaseContext, Check, Fail, Question
-from .notebook import (
-    SHELL_SHIM,
-    Cell,
-    NotebookError,
-    _analyse,
-    cells_for,
-    code_cells,
-    read_notebook,
-)
+from .intake import read_submission
+from .notebook import SHELL_SHIM, Cell, _analyse, cells_for
 from .report import CheckResult, QuestionResult, Report
 
 #: The book's assignments: id -> module defining ``ASSIGNMENT`` (imported on first use, so the
@@ -161,7 +155,8 @@ def _judge(question: Question, built: list, child: sandbox.ChildResult) -> list[
             except Fail as fail:
                 message = str(fail) or "failed"
             except Exception as err:  # noqa: BLE001 - an answer the judge could not even read
-                message = f"the returned value could not be checked: {type(err).__name__}: {err}"
+                # Only the type: the text may quote the check (a private file's secrets).
+                message = f"the returned value could not be checked: {type(err).__name__}"
         if message and check.hint and not message.startswith("not implemented"):
             message += f"\nHint: {check.hint}"
         passed = not message
@@ -203,7 +198,11 @@ def _build_checks(question: Question, device, seed: int = 0) -> list:
     for index, check in enumerate(question.checks, start=1):
         ctx = CaseContext(device=torch.device(device),
                           seed=check_seed(seed, question.function, check.name))
-        made_calls, judge = check.build(ctx)
+        try:
+            made_calls, judge = check.build(ctx)
+        except Exception as err:  # noqa: BLE001 - the teacher's check, not the student's
+            raise GradingError(f"check {check.name!r} of {question.function} could not build "
+                               f"its inputs: {type(err).__name__}: {err}") from err
         for call in made_calls:
             call.label = f"check {index}: {check.name}"
         built.append((made_calls, judge))
@@ -229,9 +228,11 @@ def _needed(assignment: Assignment, question: Question, cells) -> tuple[list[Cel
 
 def _grade_question(number: int, question: Question, built: list, assignment: Assignment,
                     cells, limits: dict, helpers: dict[str, bool] | None = None,
-                    tagged: bool = True) -> tuple[QuestionResult, dict]:
-    """Grade one question; ``helpers`` maps each graded function it calls to whether the
-    student's version passed its own checks (kept) or not (the reference stands in)."""
+                    tagged: bool = True) -> tuple[QuestionResult, str]:
+    """Grade one question in its own sandbox; return its result and, when the grader itself
+    failed to run it (sandbox set-up), the reason. ``helpers`` maps each graded function it
+    calls to whether the student's version passed its own checks (kept) or not (the reference
+    stands in)."""
     calls = [call for made_calls, _ in built for call in made_calls]
     needed, problem, called = _needed(assignment, question, cells)
     result = QuestionResult(number=number, function=question.function, title=question.title,
@@ -240,7 +241,7 @@ def _grade_question(number: int, question: Question, built: list, assignment: As
         result.problem = problem
         result.checks = [CheckResult(c.name, 0.0, float(c.points), False, problem,
                                      private=c.private) for c in question.checks]
-        return result, {}
+        return result, ""
     helpers = helpers or {}
     substituted = [name for name in called if not helpers.get(name, False)]
     for name in called:
@@ -260,20 +261,21 @@ def _grade_question(number: int, question: Question, built: list, assignment: As
            "calls": [(c.args, c.kwargs, c.grad_of, c.observed) for c in calls],
            "labels": [c.label for c in calls],
            "forbidden": list(assignment.forbidden)}
-    time_limit = limits.get("time_limit") or question.time_limit
-    child = sandbox.run_job(job, time_limit=time_limit,
-                            memory_limit=limits.get("memory_limit", sandbox.MEMORY_LIMIT),
-                            namespaces=limits.get("namespaces", True))
+    child = sandbox.run_job(job, isolation=limits["isolation"],
+                            time_limit=limits.get("time_limit") or question.time_limit,
+                            memory_limit=limits.get("memory_limit"), device=limits["device"])
+    if child.ended == "cancelled":
+        raise KeyboardInterrupt
     result.seconds = child.seconds
     result.output = child.output
     result.checks = _judge(question, built, child)
     if child.ended != "done":
         result.problem = child.reason
     for error in child.cell_errors:
-        where = f"answer cell {error['cell']}" if error.get("cell") not in (None, "None") \
+        where = f"answer cell {error['cell']}" if error.get("cell") is not None \
             else "the sandbox"
         result.warnings.append(f"{where} raised at its top level: {_error_text(error)}")
-    return result, child.sandbox
+    return result, (child.reason if child.ended in ("setup", "startup") else "")
 
 
 def _grading_order(assignment: Assignment, chosen: list, cells) -> tuple[list, dict]:
@@ -309,8 +311,9 @@ def _grading_order(assignment: Assignment, chosen: list, cells) -> tuple[list, d
 
 
 def _grade_all(assignment: Assignment, chosen: list, cells, tagged: bool, limits: dict, device,
-               seed: int, jobs: int) -> tuple[list[QuestionResult], list[dict]]:
-    """Grade the chosen questions, each helper before the questions that call it.
+               seed: int, jobs: int) -> tuple[list[QuestionResult], list[str]]:
+    """Grade the chosen questions, each helper before the questions that call it; return their
+    results and the reasons the grader itself failed to run any of them (sandbox set-up).
 
     Every check is built first, in this thread and in order, so the drawn inputs and the
     references are the same whatever ``jobs`` is; only the sandboxed runs go in parallel. A
@@ -329,13 +332,18 @@ def _grade_all(assignment: Assignment, chosen: list, cells, tagged: bool, limits
         return _grade_question(number, question, built[question.function], assignment, cells,
                                limits, helpers, tagged)
 
+    sandbox.CANCEL.clear()
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for number, question, _ in order:
-            futures[question.function] = pool.submit(run, number, question, dict(futures))
-        graded = {name: future.result() for name, future in futures.items()}
+        try:
+            for number, question, _ in order:
+                futures[question.function] = pool.submit(run, number, question, dict(futures))
+            graded = {name: future.result() for name, future in futures.items()}
+        except KeyboardInterrupt:
+            sandbox.CANCEL.set()  # the running questions stop now, not at their limits
+            raise
     shown = [(n, q) for n, q, visible in order if visible]
     results = [graded[q.function][0] for _, q in sorted(shown, key=lambda item: item[0])]
-    return results, [graded[q.function][1] for _, q in shown]
+    return results, [why for _, (_, why) in graded.items() if why]
 
 
 def grade(
@@ -348,7 +356,8 @@ def grade(
     time_limit: float | None = None,
     memory_limit: int | None = sandbox.MEMORY_LIMIT,
     jobs: int = 1,
-    namespaces: bool = True,
+    isolation: str = "auto",
+    trust_submissions: bool = False,
     seed: int | None = None,
     student_id: str = "",
 ) -> Report:
@@ -361,37 +370,38 @@ def grade(
         questions: grade only these functions (default: every question).
         private_checks: teachers' extra check files (see `with_private_checks`).
         device: where inputs are built and references computed (``"cuda"`` adds real device
-            preservation checks); the sandbox then runs without an address-space limit.
+            preservation checks; the GPU is bound into the sandbox).
         time_limit: wall-clock seconds per question (default: each question's own limit).
-        memory_limit: address-space bytes per question on the CPU (None: unlimited).
-        jobs: questions graded at the same time (each in its own process).
-        namespaces: isolate with Linux namespaces where the kernel allows it.
+        memory_limit: bytes per question (None: unlimited); see `sandbox`.
+        jobs: questions graded at the same time (each in its own sandbox).
+        isolation: ``"auto"`` (namespaces, else bubblewrap), ``"namespaces"``,
+            ``"bubblewrap"`` or ``"none"``; see `sandbox.choose`.
+        trust_submissions: allow grading without isolation where none is available.
         seed: the grading seed the checks draw their cases from (None: a fresh one, recorded
             in the report; grade a batch with one seed so every student meets the same cases).
         student_id: the student's id for gradebooks and feedback files (``Report.id``).
 
     Returns:
         A `Report`; a notebook that cannot be read gets a report with ``error`` set and 0 points.
+
+    Raises:
+        GradingError: the grader cannot start (unknown assignment, broken check file, no
+            isolation available and submissions not trusted).
     """
     start = time.perf_counter()
+    try:
+        path_kind = sandbox.choose(isolation, trust_submissions)
+    except sandbox.IsolationUnavailable as err:
+        raise GradingError(str(err)) from err
     sandbox.warm_up()  # the zygote imports torch while this process reads and prepares
-    path = Path(submission)
     report = Report(submission=str(submission), device=str(device), id=student_id,
                     started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     seed=new_seed() if seed is None else int(seed))
     from .. import __version__
 
     report.grader = f"deepscope {__version__}"
-    try:
-        report.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        pass
-    try:
-        nb = read_notebook(path)
-        cells, tagged = code_cells(nb)
-    except NotebookError as err:
-        nb, cells, tagged = None, [], True
-        report.error = str(err)
+    read = read_submission(submission)
+    report.sha256, cells, report.error = read.sha256, read.cells, read.error
     if isinstance(assignment, str):
         assignment = load_assignment(assignment)
     elif assignment is None:
@@ -405,7 +415,10 @@ def grade(
     if private_checks:
         assignment = with_private_checks(assignment, private_checks)
     report.assignment, report.title = assignment.id, assignment.title
-    if not tagged:
+    report.sandbox = sandbox.describe(path_kind, memory_limit, time_limit, str(device))
+    if path_kind == "none":
+        report.warnings.append(report.sandbox["warning"])
+    if not read.tagged:
         report.warnings.append("no cell is tagged 'answer' (were the tags removed?); every code "
                                "cell was considered")
     chosen = [(n, q) for n, q in enumerate(assignment.questions, start=1)
@@ -414,21 +427,20 @@ def grade(
         unknown = set(questions) - {q.function for q in assignment.questions}
         if unknown:
             raise GradingError(f"assignment {assignment.id} has no question(s) {sorted(unknown)}")
-    limits = {"time_limit": time_limit, "memory_limit": None if str(device) != "cpu" else
-              memory_limit, "namespaces": namespaces and str(device) == "cpu"}
-    before = _grader_files_digest()
+    limits = {"time_limit": time_limit, "memory_limit": memory_limit, "device": str(device),
+              "isolation": path_kind}
+    before = _grader_files_digest() if path_kind == "none" else ""
+    if not report.error:
+        report.questions, failures = _grade_all(assignment, chosen, cells, read.tagged, limits,
+                                                device, report.seed, jobs)
+        if failures:
+            report.error = f"the grader could not run this notebook: {failures[0]}"
     if report.error:
         report.questions = [QuestionResult(n, q.function, q.title, [
             CheckResult(c.name, 0.0, float(c.points), False, report.error) for c in q.checks],
             problem=report.error) for n, q in chosen]
-    else:
-        report.questions, sandboxes = _grade_all(assignment, chosen, cells, tagged, limits,
-                                                 device, report.seed, jobs)
-        report.sandbox = next((s for s in sandboxes if s), {})
-    read_only = report.sandbox.get("filesystem") == "read-only"
-    if not read_only and _grader_files_digest() != before:
+    if before and _grader_files_digest() != before:
         report.warnings.append("the grader's own files changed while this submission was "
-                               "graded; the results above were computed before, but check the "
-                               "installation and the submission")
+                               "graded without isolation; check the installation")
     report.seconds = time.perf_counter() - start
     return report

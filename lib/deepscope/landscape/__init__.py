@@ -10,7 +10,8 @@ does.
 Modules: `directions` (random and filter-normalised directions), `slices` (1-D and 2-D slices,
 interpolation), `linalg` (power iteration, Lanczos), `curvature` (Hessian-vector products, top
 eigenvalues), `spectrum` (trace and spectral density), `sharpness` (SAM, edge of stability),
-`connectivity` (Bezier curves, barriers), `trajectory` (PCA of a training run).
+`connectivity` (Bezier curves, barriers), `trajectory` (PCA of a training run and its random-walk
+null), `geometry` (numbers read off slices: curvature, non-convexity).
 """
 
 from ._core import as_point, as_vector, snapshot, trainable_parameters
@@ -24,18 +25,19 @@ from .curvature import (
     top_eigenvalues,
 )
 from .directions import filter_normalize, orthogonalize, random_direction
+from .geometry import Nonconvexity, slice_curvature, slice_nonconvexity
 from .linalg import lanczos, power_iteration, ritz_pairs
 from .sharpness import SAM, SharpnessHistory, fit_sam, track_sharpness
 from .slices import interpolate, slice_1d, slice_2d
 from .spectrum import SpectralDensity, hessian_trace, spectral_density
-from .trajectory import TrajectoryPCA, trajectory_pca
+from .trajectory import TrajectoryPCA, random_walk_like, trajectory_pca
 
 __all__ = [
     # points and directions
     "trainable_parameters", "snapshot", "as_vector", "as_point",
     "random_direction", "filter_normalize", "orthogonalize",
     # slices
-    "interpolate", "slice_1d", "slice_2d",
+    "interpolate", "slice_1d", "slice_2d", "slice_curvature", "slice_nonconvexity", "Nonconvexity",
     # curvature
     "HessianOperator", "hessian_operator", "loss_gradient", "hvp", "hessian_matrix",
     "top_eigenvalues", "hessian_trace", "SpectralDensity", "spectral_density",
@@ -44,5 +46,5 @@ __all__ = [
     "SAM", "fit_sam", "SharpnessHistory", "track_sharpness",
     # connectivity and trajectories
     "BezierCurve", "fit_bezier", "curve_losses", "loss_barrier",
-    "TrajectoryPCA", "trajectory_pca",
+    "TrajectoryPCA", "trajectory_pca", "random_walk_like",
 ]

@@ -11,13 +11,15 @@ duration of one call and swaps the originals back, also when the call raises), i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
 from .._checks import check_int, check_module, check_tensor, model_device
+from .._forward import select_output
 from .._guards import eval_mode
 
 Params = dict[str, torch.Tensor]
@@ -127,12 +129,17 @@ def as_point(model_or_point, vector: torch.Tensor) -> Params:
 # Data and losses
 
 
-def data_batches(data, fn: str, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Return the data as a list of (x, y) batches on ``device``.
+def data_batches(data, fn: str, device: torch.device | None,
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Return the data as a list of (x, y) batches on ``device`` (None: where they are).
 
     ``data`` is a pair ``(x, y)`` of tensors (one batch: the whole set) or an iterable of
     ``(x, y)`` batches such as a DataLoader. The loss of the whole data is the mean of the batch
-    losses weighted by batch size (exact when ``loss_fn`` averages over its batch).
+    losses weighted by batch size (exact when ``loss_fn`` averages over its batch). The
+    iterable is read once, so every pass sees the same batches (a shuffling DataLoader would
+    otherwise change the loss between two products). With ``device=None`` the batches stay
+    where they are and the caller moves one at a time (`on_device`), so the device never holds
+    more than one batch of a large dataset.
     """
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         batches = [tuple(data)]
@@ -154,8 +161,47 @@ def data_batches(data, fn: str, device: torch.device) -> list[tuple[torch.Tensor
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"{fn}: `data` inputs and targets must have the same, non-zero "
                              f"length, got {len(x)} and {len(y)}")
-        out.append((x.to(device), y.to(device)))
+        out.append((x, y) if device is None else on_device((x, y), device))
     return out
+
+
+def on_device(batch, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the batch ``(x, y)`` on ``device``: an upload to an accelerator does not block the
+    host (copies *to* the CPU do, so their values are there when read)."""
+    x, y = batch
+    upload = torch.device(device).type != "cpu"
+    return x.to(device, non_blocking=upload), y.to(device, non_blocking=upload)
+
+
+@contextmanager
+def math_attention() -> Iterator[None]:
+    """Run attention as plain differentiable PyTorch inside the block; restore the settings after.
+
+    Two switches: scaled dot-product attention uses its math kernel (the fused flash,
+    memory-efficient and cuDNN kernels have no double backward, so Hessian-vector products
+    through ``nn.MultiheadAttention`` / ``nn.Transformer*`` fail with them;
+    ``torch.nn.attention.sdpa_kernel``), and the fused inference "fast path" of
+    ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` is off (it has no ``vmap`` rule:
+    vectorised landscape slices would fall back to a slow per-point loop). Both previous
+    settings are restored on exit, also after an exception.
+    """
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: the CUDA-only switch of that time
+        context = torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True,
+                                                 enable_mem_efficient=False)
+    else:
+        context = sdpa_kernel(SDPBackend.MATH)
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if mha is not None else None
+    with context:
+        try:
+            if mha is not None:
+                mha.set_fastpath_enabled(False)
+            yield
+        finally:
+            if mha is not None:
+                mha.set_fastpath_enabled(fastpath)
 
 
 def pair_data(data, fn: str, device: torch.device, name: str = "data"):
@@ -175,21 +221,32 @@ def check_loss_fn(loss_fn, fn: str) -> Callable:
     return loss_fn
 
 
-def _accuracy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _accuracy(out, y: torch.Tensor) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor):
+        return torch.full((), float("nan"), dtype=torch.float32, device=y.device)
     if out.dim() == 2 and y.dim() == 1 and not y.is_floating_point():
         return (out.argmax(-1) == y).to(out.dtype).mean()
     return torch.full((), float("nan"), dtype=out.dtype, device=out.device)
 
 
-def loss_at(model, params: Params, frozen: Params, loss_fn, batches, *, accuracy=False):
+def loss_at(model, params: Params, frozen: Params, loss_fn, batches, *, accuracy=False,
+            output=None, fn: str = "loss_at"):
     """Return the mean loss (and accuracy) of ``model`` at ``params`` over ``batches``.
 
     Differentiable with respect to ``params``; the caller puts the model in eval mode.
+    ``output`` (a key, an index or a function; `deepscope._forward`) picks the tensor passed to
+    ``loss_fn`` from dict/tuple outputs; None passes the outputs as they are. Batches that are
+    not on the parameters' device are moved there one at a time.
     """
     total = sum(len(x) for x, _ in batches)
+    device = next(iter(params.values())).device if params else None
     loss = acc = 0.0
     for x, y in batches:
+        if device is not None:
+            x, y = on_device((x, y), device)
         out = functional_call(model, {**frozen, **params}, (x,))
+        if output is not None:
+            out = select_output(out, output, fn)
         value = loss_fn(out, y)
         if not isinstance(value, torch.Tensor) or value.numel() != 1:
             got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -236,6 +293,7 @@ def evaluate_combinations(
     accuracy: bool = False,
     vectorize: bool = True,
     progress=None,
+    output=None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Evaluate the loss at the points ``sum_k coefficients[m, k] * anchors[k]``, m = 1..M.
 
@@ -247,20 +305,22 @@ def evaluate_combinations(
         model: the architecture; its own weights are not used unless they are an anchor.
         anchors: K dicts with the trainable parameters' names and shapes.
         coefficients: (M, K) tensor.
-        loss_fn, data: as everywhere in the chapter.
+        loss_fn, data: as everywhere in the chapter. Batches are moved to the model's device
+            one at a time, each once: the outer loop runs over the data.
         batch_size: points evaluated together (``torch.func.vmap``); bounds memory. None: as
             many as make about `SAMPLES_PER_CHUNK` forward passes of one sample per chunk.
         accuracy: also return the accuracy at each point (NaN unless outputs are class scores).
         vectorize: False evaluates the points one by one (for loss functions vmap cannot
             batch, e.g. ones that call ``.item()``).
         progress: an optional tqdm bar to advance by the number of points done.
+        output: the output adapter passed to `loss_at`.
 
     Returns:
         ``(losses, accuracies)``: tensors (M,) on the model's device (accuracies None unless
         asked).
     """
     device = model_device(model)
-    batches = data_batches(data, fn, device)
+    batches = data_batches(data, fn, None)
     frozen = _frozen_state(model)
     if batch_size is None:
         largest = max(len(x) for x, _ in batches)
@@ -268,42 +328,59 @@ def evaluate_combinations(
     batch_size = check_int(batch_size, "batch_size", fn)
     coefficients = coefficients.to(device=device, dtype=next(iter(anchors[0].values())).dtype)
     names = list(anchors[0])
+    total = sum(len(x) for x, _ in batches)
+    split = _linear_stem(model, names) if vectorize else None
+    if split is not None:
+        head, body = split
+        head_names = [n for n in names if n in dict(head.named_parameters())]
+        body_frozen = {n: t for n, t in frozen.items() if n not in dict(head.named_buffers())}
 
-    def point(c):
-        return {n: sum(c[k] * a[n] for k, a in enumerate(anchors)) for n in names}
+    def evaluate(batch):
+        """Return the function c -> (loss[, accuracy]) on one batch (on the device)."""
+        if split is None:
+            def one(c):
+                point = {n: sum(c[k] * a[n] for k, a in enumerate(anchors)) for n in names}
+                result = loss_at(model, point, frozen, loss_fn, [batch], accuracy=accuracy,
+                                 output=output, fn=fn)
+                return _stack(result, c)
+            return one
+        # The first layer is linear in its parameters, so its output at sum_k c_k theta_k is
+        # sum_k c_k (its output at theta_k): K passes through it serve all M points, and only
+        # the rest of the network runs per point (exact up to float rounding).
+        x, y = batch
+        stem = torch.stack([functional_call(head, {n: a[n] for n in head_names}, (x,))
+                            for a in anchors])
 
-    def one(c):
-        result = loss_at(model, point(c), frozen, loss_fn, batches, accuracy=accuracy)
+        def one(c):
+            body_point = {n: sum(c[k] * a[n] for k, a in enumerate(anchors))
+                          for n in names if n not in head_names}
+            result = loss_at(body, body_point, body_frozen, loss_fn,
+                             [(torch.tensordot(c, stem, dims=1), y)], accuracy=accuracy,
+                             output=output, fn=fn)
+            return _stack(result, c)
+        return one
+
+    def _stack(result, c):
         result = result if accuracy else (result,)
         return torch.stack([torch.as_tensor(r, dtype=c.dtype, device=c.device).reshape(())
                             for r in result])
 
-    split = _linear_stem(model, names) if vectorize else None
-    if split is not None:
-        # The first layer is linear in its parameters, so its output at sum_k c_k theta_k is
-        # sum_k c_k (its output at theta_k): K passes through it serve all M points, and only
-        # the rest of the network runs per point (exact up to float rounding).
-        head, body = split
-        head_names = [n for n in names if n in dict(head.named_parameters())]
-        body_frozen = {n: t for n, t in frozen.items() if n not in dict(head.named_buffers())}
-        stems = [torch.stack([functional_call(head, {n: a[n] for n in head_names}, (x,))
-                              for a in anchors]) for x, _ in batches]
-
-        def one(c):
-            feed = [(torch.tensordot(c, stem, dims=1), y) for stem, (_, y) in zip(stems, batches)]
-            body_point = {n: sum(c[k] * a[n] for k, a in enumerate(anchors))
-                          for n in names if n not in head_names}
-            result = loss_at(body, body_point, body_frozen, loss_fn, feed, accuracy=accuracy)
-            result = result if accuracy else (result,)
-            return torch.stack([torch.as_tensor(r, dtype=c.dtype, device=c.device).reshape(())
-                                for r in result])
-
-    batched = vmap(one) if vectorize else (lambda cs: torch.stack([one(c) for c in cs]))
-    results = []
-    with torch.no_grad(), eval_mode(model):
-        for chunk in coefficients.split(batch_size):
-            results.append(batched(chunk))
-            if progress is not None:
-                progress.update(len(chunk))
-    values = torch.cat(results)
+    values = None
+    with torch.no_grad(), eval_mode(model), math_attention():
+        for batch in batches:
+            batch = on_device(batch, device)
+            one = evaluate(batch)
+            batched = vmap(one) if vectorize else (
+                lambda cs, one=one: torch.stack([one(c) for c in cs]))
+            part = torch.cat([batched(chunk) for chunk in _advance(coefficients.split(
+                batch_size), progress, len(batches))]) * (len(batch[0]) / total)
+            values = part if values is None else values + part
     return values[:, 0], (values[:, 1] if accuracy else None)
+
+
+def _advance(chunks, progress, passes: int):
+    """Yield ``chunks``, advancing the progress bar by each chunk's points / ``passes``."""
+    for chunk in chunks:
+        yield chunk
+        if progress is not None:
+            progress.update(len(chunk) / passes if passes > 1 else len(chunk))

@@ -6,9 +6,12 @@
   control point theta minimises the expected loss along the curve, E_{t ~ U(0, 1)} L(phi(t)),
   by stochastic gradient steps on one random t and one minibatch at a time.
 - `curve_losses`: the loss along a `BezierCurve` (all t at once, batched like the slices).
-- `loss_barrier`: max_t [L(t) - ((1 - t) L(0) + t L(1))], the height of the loss above the
-  straight line between the end points' losses (Frankle, Dziugaite, Roy & Carbin 2020;
-  Entezari, Sedghi, Saukh & Neyshabur 2022).
+- `loss_barrier`: the height of the loss along a path above its end points. Two definitions are
+  in use: Entezari, Sedghi, Saukh & Neyshabur (2022, eq. 1) measure it above the chord,
+  max_t [L(t) - ((1 - t) L(0) + t L(1))] (``kind="chord"``, the default); Frankle, Dziugaite,
+  Roy & Carbin (2020, "instability") above the mean of the end points,
+  max_t L(t) - (L(0) + L(1)) / 2 (``kind="mean"``). They agree when the end points' losses are
+  equal and differ by at most |L(0) - L(1)| / 2.
 
 The end points are never changed; the curve's control point is a separate dict of tensors.
 """
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_float, check_int, check_module, model_device
+from .._checks import check_choice, check_float, check_int, check_module, model_device
 from .._guards import eval_mode
 from ._core import (
     Params,
@@ -164,17 +167,24 @@ def curve_losses(
     return _finish(losses, accs, accuracy, (len(grid),))
 
 
-def loss_barrier(losses, ts=None) -> float:
-    """Return the loss barrier along a path: max_t [L(t) - ((1 - t) L(0) + t L(1))].
+def loss_barrier(losses, ts=None, *, kind: str = "chord") -> float:
+    """Return the loss barrier along a path from t = 0 to t = 1.
+
+    ``kind="chord"`` (Entezari et al. 2022, eq. 1): max_t [L(t) - ((1 - t) L(0) + t L(1))], the
+    height above the straight line between the end points' losses. ``kind="mean"`` (Frankle et
+    al. 2020, the "instability" of linear mode connectivity, there for the error):
+    max_t L(t) - (L(0) + L(1)) / 2, the height above the end points' mean.
 
     Args:
         losses: losses (n,) at ``ts``, a path from t = 0 (first) to t = 1 (last).
         ts: the path coordinates (n,), increasing from 0 to 1 (default: evenly spaced).
+        kind: ``"chord"`` or ``"mean"``.
 
     Returns:
-        The barrier height, a float (0 or less when the loss never rises above the chord).
+        The barrier height, a float (0 or less when the loss never rises above the reference).
     """
     fn = "loss_barrier"
+    check_choice(kind, "kind", fn, ("chord", "mean"))
     values = as_grid(losses, "losses", fn)
     if len(values) < 2:
         raise ValueError(f"{fn}: `losses` must hold at least the two end points, "
@@ -187,5 +197,7 @@ def loss_barrier(losses, ts=None) -> float:
     if float(grid[0]) != 0.0 or float(grid[-1]) != 1.0:
         raise ValueError(f"{fn}: `ts` must run from 0 to 1 (the end points), got "
                          f"{float(grid[0])} to {float(grid[-1])}")
+    if kind == "mean":
+        return float(values.max() - (values[0] + values[-1]) / 2)
     chord = (1 - grid) * values[0] + grid * values[-1]
     return float((values - chord).max())

@@ -87,9 +87,11 @@ def random_direction(
 ) -> Params:
     """Draw a Gaussian random direction in the space of the model's trainable parameters.
 
-    The entries are i.i.d. N(0, 1), drawn on the CPU from a generator seeded with ``seed`` (so
-    the same seed gives the same direction on every device and for every model with the same
-    parameter shapes), then moved to the model's device and dtype and normalised:
+    The entries are i.i.d. N(0, 1), drawn on the model's device in its dtype from a generator
+    seeded with ``seed`` (never on the host: a billion-parameter model would need gigabytes of
+    host memory and a copy), then normalised. The same seed gives the same direction for every
+    model with the same parameter shapes on the same kind of device and dtype; a CUDA and a CPU
+    generator give different draws. Normalisation:
 
     - ``"filter"`` (default): `filter_normalize` (Li et al. 2018), with ``biases`` for
       parameters of at most one dimension;
@@ -99,7 +101,7 @@ def random_direction(
 
     Args:
         model: the network whose trainable parameters define the space.
-        seed: seed of the draw (None: a fresh draw from torch's global generator).
+        seed: seed of the draw (None: a fresh random seed).
         normalize: ``"filter"``, ``"layer"``, ``"none"`` or None.
         biases: ``"zero"``, ``"weights"`` or ``"filter"`` (see `filter_normalize`).
 
@@ -111,14 +113,16 @@ def random_direction(
     normalize = "none" if normalize is None else normalize
     check_choice(normalize, "normalize", fn, NORMALIZATIONS)
     check_choice(biases, "biases", fn, ONE_DIM_RULES)
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(check_int(seed, "seed", fn, minimum=0))
+    seed = torch.Generator().seed() if seed is None else check_int(seed, "seed", fn, minimum=0)
     weights = trainable_parameters(model)
-    raw = {n: torch.randn(w.shape, generator=generator, dtype=torch.float64)
-           .to(device=w.device, dtype=w.dtype) for n, w in weights.items()}
+    generators: dict[torch.device, torch.Generator] = {}  # one per device of a split model
+    raw = {}
+    for n, w in weights.items():
+        if w.device not in generators:
+            generators[w.device] = torch.Generator(device=w.device).manual_seed(
+                seed + 7919 * len(generators))
+        raw[n] = torch.randn(w.shape, generator=generators[w.device], device=w.device,
+                             dtype=w.dtype)
     if normalize == "filter":
         return filter_normalize(raw, weights, biases=biases)
     if normalize == "layer":

@@ -12,10 +12,16 @@ classic methods extract eigenvalues from such products:
   faster than power iteration (at a rate set by the square root of the relative gap), and the
   eigen-decomposition of T with v random is a quadrature rule for the spectral density (`slq`).
   We re-orthogonalise fully against Q, which keeps it stable in floating point.
+
+Precision and devices: the solvers run on the device of the start vector, in float32 for
+float16/bfloat16 operators (float64 for float64), and decompose the small tridiagonal matrix
+in float64 on the CPU. Between two convergence checks (`default_check_every`) they never wait
+for the device.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 
@@ -24,16 +30,18 @@ import torch
 from .._checks import check_float, check_int, check_tensor
 from .._warnings import ConvergenceWarning
 
-__all__ = ["power_iteration", "lanczos", "ritz_pairs"]
+__all__ = ["power_iteration", "lanczos", "ritz_pairs", "default_check_every", "work_dtype"]
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _start(v0: torch.Tensor, fn: str) -> torch.Tensor:
     check_tensor(v0, "v0", fn, ndim=1, like="(n,)")
+    v0 = v0.to(torch.promote_types(v0.dtype, torch.float32))
     norm = v0.norm()
-    if not torch.isfinite(norm) or float(norm) == 0.0:
-        raise ValueError(f"{fn}: `v0` must be a finite, non-zero start vector, got norm {norm}")
+    size = float(norm)
+    if not math.isfinite(size) or size == 0.0:
+        raise ValueError(f"{fn}: `v0` must be a finite, non-zero start vector, got norm {size}")
     return v0 / norm
 
 
@@ -48,6 +56,28 @@ def _check_matvec(matvec, v: torch.Tensor, fn: str) -> torch.Tensor:
     return w
 
 
+def default_check_every(device) -> int:
+    """Return how many steps an iterative solver runs between two convergence checks.
+
+    A check reads a few numbers back to the host; on an accelerator that stalls the queue of
+    work, so `power_iteration` and `lanczos` check every 8 steps there (at most 7 extra
+    products per run). On the CPU there is no host boundary: they check every step.
+    """
+    return 1 if torch.device(device).type == "cpu" else 8
+
+
+def _check_every(check_every, device, fn: str) -> int:
+    if check_every is None:
+        return default_check_every(device)
+    return check_int(check_every, "check_every", fn)
+
+
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Return the dtype the solvers work in for operators of ``dtype``: float32 for float16 and
+    bfloat16 (and float32), float64 for float64. Products stay in the operator's dtype."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def power_iteration(
     matvec: MatVec,
     v0: torch.Tensor,
@@ -55,6 +85,7 @@ def power_iteration(
     k: int = 1,
     max_iter: int = 1000,
     tol: float = 1e-7,
+    check_every: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Find the k eigenvalues of largest magnitude of a symmetric operator by power iteration
     with deflation.
@@ -63,12 +94,18 @@ def power_iteration(
     w = A v, project out the found eigenvectors, lambda = <v, w> (the Rayleigh quotient),
     v = w / ||w||, until |lambda_new - lambda_old| <= tol * |lambda_new|.
 
+    The iteration runs in float32 for a float16/bfloat16 ``v0`` (`work_dtype`): each product's
+    result is converted, so only the products carry the operator's rounding.
+
     Args:
         matvec: v -> A v for a symmetric A, on vectors of shape (n,).
-        v0: start vector (n,); its dtype and device are used throughout.
+        v0: start vector (n,); its device is used throughout.
         k: number of eigenpairs.
-        max_iter: iterations per eigenpair (a warning says when one did not converge).
+        max_iter: iterations per eigenpair (a `deepscope.ConvergenceWarning` says when one did
+            not converge).
         tol: relative change of the eigenvalue estimate between two iterations that stops.
+        check_every: iterations between two convergence tests, the only host syncs (None:
+            `default_check_every` for the device of ``v0``: 1 on the CPU, 8 elsewhere).
 
     Returns:
         ``(eigenvalues (k,), eigenvectors (k, n))`` in the order found (decreasing |lambda|).
@@ -78,9 +115,13 @@ def power_iteration(
     max_iter = check_int(max_iter, "max_iter", fn)
     tol = check_float(tol, "tol", fn, positive=True)
     start = _start(v0, fn)
+    every = _check_every(check_every, start.device, fn)
     if k > start.numel():
         raise ValueError(f"{fn}: `k` must be <= the dimension {start.numel()}, got {k}")
+    dtype = work_dtype(start.dtype)
+    start = start.to(dtype)
     _check_matvec(matvec, start, fn)
+    tiny = torch.finfo(dtype).tiny
     values, vectors = [], []
 
     def deflate(x):
@@ -94,17 +135,18 @@ def power_iteration(
             v = deflate(torch.roll(start, j) + 1.0 / (j + 1))
         v = v / v.norm()
         value, converged = None, False
-        for _ in range(max_iter):
-            w = deflate(matvec(v))
+        for step in range(max_iter):
+            w = deflate(matvec(v).to(dtype))
             new = v @ w
             norm = w.norm()
-            if float(norm) == 0.0:  # v is in the null space: eigenvalue 0
-                value, converged = new, True
-                break
-            v = w / norm
-            if value is not None and abs(float(new - value)) <= tol * abs(float(new)):
-                value, converged = new, True
-                break
+            # no host sync here: a zero product keeps v (its eigenvalue is 0)
+            v = torch.where(norm > 0, w / norm.clamp_min(tiny), v)
+            if (step + 1) % every == 0 or step + 1 == max_iter:
+                old = new if value is None else value
+                now, before, size = torch.stack([new, old, norm]).tolist()  # the one sync
+                if size == 0.0 or (value is not None and abs(now - before) <= tol * abs(now)):
+                    value, converged = new, True
+                    break
             value = new
         if not converged:
             warnings.warn(f"{fn}: eigenpair {j + 1} did not converge in {max_iter} iterations",
@@ -120,6 +162,7 @@ def lanczos(
     iters: int,
     *,
     stop: Callable[[torch.Tensor, torch.Tensor], bool] | None = None,
+    check_every: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the Lanczos iteration with full re-orthogonalisation.
 
@@ -129,48 +172,81 @@ def lanczos(
     r_j / beta_j. Stops after ``iters`` steps, when beta_j vanishes (an invariant subspace was
     found: the Ritz values are then exact eigenvalues), or when ``stop(alpha, beta)`` says so.
 
+    The basis, alpha and beta are float32 for a float16/bfloat16 ``v0`` (`work_dtype`), so
+    only the products carry the operator's rounding. Both tests run every ``check_every``
+    steps, each with one host sync; a vanishing beta found late truncates the run at its step.
+
     Args:
         matvec: v -> A v for a symmetric A, on vectors of shape (n,).
         v0: start vector (n,), non-zero.
         iters: maximum number of steps m (at most n).
-        stop: optional test called after each step with the alpha (m,) and beta (m,) so far
+        stop: optional test called with float64 CPU copies of alpha (m,) and beta (m,) so far
             (beta[-1] couples to the next, not yet computed, vector); return True to stop.
+        check_every: steps between two tests (None: `default_check_every`: 1 on the CPU, 8
+            on an accelerator).
 
     Returns:
         ``(alpha (m,), beta (m - 1,), Q (m, n))``: T has diagonal alpha and off-diagonals beta.
     """
-    fn = "lanczos"
+    alpha, beta, basis = _lanczos(matvec, v0, iters, stop=stop, check_every=check_every)
+    return alpha, beta[:-1], basis
+
+
+def _lanczos(matvec, v0, iters, *, stop=None, check_every=None, fn="lanczos"):
+    """`lanczos`, returning all m betas (the last one couples to the next vector)."""
     iters = check_int(iters, "iters", fn)
     q = _start(v0, fn)
+    every = _check_every(check_every, q.device, fn)
+    dtype = work_dtype(q.dtype)
+    q = q.to(dtype)
     iters = min(iters, q.numel())
-    w = _check_matvec(matvec, q, fn)
-    basis = torch.empty(iters, q.numel(), dtype=q.dtype, device=q.device)
+    w = _check_matvec(matvec, q, fn).to(dtype)
+    tiny = torch.finfo(dtype).tiny
+    basis = torch.empty(iters, q.numel(), dtype=dtype, device=q.device)
+    coefficients = torch.zeros(2, iters, dtype=dtype, device=q.device)  # alpha, beta
     basis[0] = q
-    alphas, betas = [], []
+    m = iters
     for j in range(iters):
         if j > 0:
-            w = matvec(q)
-        alphas.append(q @ w)
+            w = matvec(q).to(dtype)
+        coefficients[0, j] = q @ w
         Q = basis[: j + 1]
         r = w - Q.T @ (Q @ w)  # full re-orthogonalisation (covers alpha q_j and beta q_{j-1})
         r = r - Q.T @ (Q @ r)  # twice is enough (Kahan, Parlett)
-        betas.append(r.norm())
-        alpha_t, beta_t = torch.stack(alphas), torch.stack(betas)
-        if j + 1 == iters or float(beta_t[-1]) <= 1e-10 * float(alpha_t.abs().max() + 1e-30):
-            break  # the one host sync per step: the stopping rule of an iterative solver
-        if stop is not None and stop(alpha_t, beta_t):
-            break
-        q = r / beta_t[-1]
-        basis[j + 1] = q
-    m = len(alphas)
-    return torch.stack(alphas), torch.stack(betas[: m - 1]) if m > 1 else \
-        torch.zeros(0, dtype=q.dtype, device=q.device), basis[:m]
+        beta = r.norm()
+        coefficients[1, j] = beta
+        if (j + 1) % every == 0 or j + 1 == iters:
+            host = coefficients[:, : j + 1].to("cpu", torch.float64)  # the one host sync
+            alpha_h, beta_h = host[0], host[1]
+            scale = alpha_h.abs().cummax(0).values + 1e-30
+            vanished = (beta_h <= 1e-10 * scale).nonzero()
+            if len(vanished):  # an invariant subspace: the Ritz values are exact
+                m = int(vanished[0]) + 1
+                break
+            if j + 1 == iters or (stop is not None and stop(alpha_h, beta_h)):
+                m = j + 1
+                break
+        basis[j + 1] = r / beta.clamp_min(tiny)
+        q = basis[j + 1]
+    return coefficients[0, :m], coefficients[1, :m], basis[:m]
 
 
 def ritz_pairs(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Return the eigenvalues (ascending) and eigenvectors of the tridiagonal matrix T with
     diagonal ``alpha`` (m,) and off-diagonals ``beta`` (m - 1,): the Ritz values of Lanczos and,
-    as the squared first components of the eigenvectors, the weights of its quadrature rule."""
+    as the squared first components of the eigenvectors, the weights of its quadrature rule.
+
+    T is tiny (m is at most a few hundred), so it is decomposed on the CPU in float64 whatever
+    the dtype and device of ``alpha`` (float16 has no ``eigh``, and a GPU would only wait);
+    the results are float64 on the device of ``alpha``.
+    """
+    theta, s = _ritz_host(alpha, beta)
+    return theta.to(alpha.device), s.to(alpha.device)
+
+
+def _ritz_host(alpha, beta):
+    alpha = alpha.detach().to("cpu", torch.float64)
+    beta = beta.detach().to("cpu", torch.float64)
     T = torch.diag(alpha)
     if len(beta):
         T = T + torch.diag(beta, 1) + torch.diag(beta, -1)

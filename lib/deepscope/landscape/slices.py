@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._checks import check_int, check_module
+from .._forward import check_output_adapter
 from ._core import check_loss_fn, check_point, evaluate_combinations, trainable_parameters
 
 __all__ = ["interpolate", "slice_1d", "slice_2d"]
@@ -53,12 +54,13 @@ def as_grid(values, name: str, fn: str) -> torch.Tensor:
 
 
 def _run(model, anchors, coefficients, loss_fn, data, fn, batch_size, accuracy, vectorize,
-         progress):
+         progress, output=None):
+    output = check_output_adapter(output, fn)
     bar = tqdm(total=len(coefficients), desc=fn, disable=not progress, leave=False)
     try:
         losses, accs = evaluate_combinations(
             model, anchors, coefficients, loss_fn, data, fn=fn, batch_size=batch_size,
-            accuracy=accuracy, vectorize=vectorize, progress=bar)
+            accuracy=accuracy, vectorize=vectorize, progress=bar, output=output)
     finally:
         bar.close()
     return losses, accs
@@ -75,6 +77,7 @@ def interpolate(
     accuracy: bool = False,
     vectorize: bool = True,
     progress: bool = False,
+    output=None,
 ):
     """Evaluate the loss on the straight line between two networks of the same architecture.
 
@@ -93,6 +96,9 @@ def interpolate(
         accuracy: also return the accuracy at each point.
         vectorize: False evaluates point by point (for loss functions vmap cannot batch).
         progress: show a progress bar.
+        output: picks the tensor passed to ``loss_fn`` (and to the accuracy) from a model
+            returning a dict, a tuple or an object: a key, an index or a function
+            (`deepscope._forward`); None passes the outputs as they are.
 
     Returns:
         Losses (len(alphas),), or ``(losses, accuracies)`` with ``accuracy=True``; float64
@@ -109,7 +115,7 @@ def interpolate(
     grid = as_grid(alphas, "alphas", fn)
     coefficients = torch.stack([1 - grid, grid], dim=1)
     losses, accs = _run(model_a, [theta_a, theta_b], coefficients, loss_fn, data, fn,
-                        batch_size, accuracy, vectorize, progress)
+                        batch_size, accuracy, vectorize, progress, output)
     return _finish(losses, accs, accuracy, (len(grid),))
 
 
@@ -124,6 +130,7 @@ def slice_1d(
     accuracy: bool = False,
     vectorize: bool = True,
     progress: bool = False,
+    output=None,
 ):
     """Evaluate the loss along a line through the model's parameters: L(theta + a d).
 
@@ -132,7 +139,7 @@ def slice_1d(
         direction: a dict name -> tensor (e.g. from `random_direction`), the model's shapes.
         loss_fn, data: as in `interpolate`.
         alphas: 1-D sequence/tensor of step sizes a.
-        batch_size, accuracy, vectorize, progress: as in `interpolate`.
+        batch_size, accuracy, vectorize, progress, output: as in `interpolate`.
 
     Returns:
         Losses (len(alphas),) (and accuracies with ``accuracy=True``), float64 on the CPU.
@@ -145,7 +152,7 @@ def slice_1d(
     grid = as_grid(alphas, "alphas", fn)
     coefficients = torch.stack([torch.ones_like(grid), grid], dim=1)
     losses, accs = _run(model, [theta, d], coefficients, loss_fn, data, fn, batch_size,
-                        accuracy, vectorize, progress)
+                        accuracy, vectorize, progress, output)
     return _finish(losses, accs, accuracy, (len(grid),))
 
 
@@ -162,6 +169,7 @@ def slice_2d(
     accuracy: bool = False,
     vectorize: bool = True,
     progress: bool = True,
+    output=None,
 ):
     """Evaluate the loss on a plane through the model's parameters: L(theta + x d1 + y d2).
 
@@ -181,6 +189,7 @@ def slice_2d(
         accuracy: also return the accuracy grid.
         vectorize: False evaluates point by point.
         progress: show a progress bar over the grid points.
+        output: the output adapter, as in `interpolate`.
 
     Returns:
         Losses of shape (len(ys), len(xs)), entry [i, j] at (xs[j], ys[i]) (the layout
@@ -198,7 +207,7 @@ def slice_2d(
     coefficients = torch.stack([torch.ones(xx.numel(), dtype=torch.float64), xx.flatten(),
                                 yy.flatten()], dim=1)
     losses, accs = _run(model, [theta, d1, d2], coefficients, loss_fn, data, fn, batch_size,
-                        accuracy, vectorize, progress)
+                        accuracy, vectorize, progress, output)
     return _finish(losses, accs, accuracy, (len(grid_y), len(grid_x)))
 
 

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from .._checks import check_float, check_int
-from .curvature import HessianOperator, _start_vector
-from .linalg import lanczos, ritz_pairs
+from .curvature import HessianOperator, _start_vector, device_generator
+from .linalg import _ritz_host, lanczos
 
 __all__ = ["hessian_trace", "SpectralDensity", "spectral_density"]
 
@@ -34,6 +34,7 @@ def hessian_trace(
     *,
     batch_size: int = 1,
     return_stderr: bool = False,
+    output=None,
 ):
     """Estimate the trace of the Hessian with Hutchinson's estimator.
 
@@ -47,27 +48,27 @@ def hessian_trace(
         seed: seed of the probes (None: random).
         batch_size: probes per batched backward pass (more is faster on a GPU).
         return_stderr: also return the standard error.
+        output: picks the tensor passed to ``loss_fn`` from dict/tuple outputs (see `hvp`).
+
+    The probes are drawn on the model's device in its dtype (+-1 is exact in every dtype) and
+    z^T H z is summed in float32 at least; nothing returns to the host before the end.
 
     Returns:
         The estimate, a 0-d float64 tensor (CPU); with ``return_stderr`` the pair
         ``(estimate, standard_error)``.
     """
     fn = "hessian_trace"
-    op = HessianOperator(model, loss_fn, data, fn=fn)
+    op = HessianOperator(model, loss_fn, data, fn=fn, output=output)
     samples = check_int(samples, "samples", fn, minimum=2 if return_stderr else 1)
     batch_size = check_int(batch_size, "batch_size", fn)
-    generator = torch.Generator()
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(check_int(seed, "seed", fn, minimum=0))
+    generator = device_generator(op.device, seed, fn)
     values = []
     for start in range(0, samples, batch_size):
         m = min(batch_size, samples - start)
-        z = (torch.randint(0, 2, (m, op.dim), generator=generator) * 2 - 1).to(
-            device=op.device, dtype=op.dtype)
+        z = torch.randint(0, 2, (m, op.dim), generator=generator, device=op.device,
+                          dtype=op.dtype) * 2 - 1
         hz = op.matmat(z) if m > 1 else op(z[0])[None]
-        values.append((z * hz).sum(dim=1))
+        values.append((z.to(op.work_dtype) * hz.to(op.work_dtype)).sum(dim=1))
     values = torch.cat(values).detach().to("cpu", torch.float64)
     estimate = values.mean()
     if not return_stderr:
@@ -115,6 +116,7 @@ def spectral_density(
     iters: int = 80,
     runs: int = 4,
     seed: int | None = 0,
+    output=None,
 ) -> SpectralDensity:
     """Estimate the eigenvalue density of the Hessian by stochastic Lanczos quadrature.
 
@@ -127,14 +129,15 @@ def spectral_density(
         model, loss_fn, data: the loss.
         iters: Lanczos steps per run (at most P).
         runs: independent start vectors averaged.
-        seed: seed of the start vectors (None: random).
+        seed: seed of the start vectors (None: random), drawn on the model's device.
+        output: picks the tensor passed to ``loss_fn`` from dict/tuple outputs (see `hvp`).
 
     Returns:
         A `SpectralDensity` (nodes, weights (runs, m) float64 CPU tensors; ``.density()``
         smooths it on a grid).
     """
     fn = "spectral_density"
-    op = HessianOperator(model, loss_fn, data, fn=fn)
+    op = HessianOperator(model, loss_fn, data, fn=fn, output=output)
     iters = min(check_int(iters, "iters", fn), op.dim)
     runs = check_int(runs, "runs", fn)
     base = None if seed is None else check_int(seed, "seed", fn, minimum=0)
@@ -142,7 +145,7 @@ def spectral_density(
     for r in range(runs):
         v0 = _start_vector(op, None if base is None else base + r, fn, rademacher=True)
         alpha, beta, _ = lanczos(op, v0, iters)
-        theta, s = ritz_pairs(alpha, beta)
+        theta, s = _ritz_host(alpha, beta)
         m = len(theta)
         pad = iters - m  # an invariant subspace ended Lanczos early: pad with zero weights
         nodes.append(torch.cat([theta, theta[-1:].expand(pad)]))

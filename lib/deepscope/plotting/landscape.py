@@ -109,10 +109,14 @@ def plot_loss_surface(xs, ys, losses, *, ax=None, log=False, title=None):
 
 
 def plot_spectrum(eigenvalues=None, *, density=None, ax=None, bins=80, sigma=None,
-                  mark=None, log=True):
+                  mark=None, log=True, floor=1e-5):
     """Plot a Hessian spectrum: a histogram of exact ``eigenvalues`` and/or the smoothed SLQ
     ``density`` (a `SpectralDensity`); ``mark`` draws vertical lines (e.g. top eigenvalues).
-    Return the figure."""
+
+    On the log axis (``log``) the y range starts at ``floor`` times the highest density: the
+    Gaussian tails of the smoothed density fall to 1e-100 and below, which would squash the
+    part worth seeing (the bulk and the outliers' bumps) into the top of the figure; None keeps
+    matplotlib's range. Return the figure."""
     if eigenvalues is None and density is None:
         raise ValueError("plot_spectrum: pass `eigenvalues`, `density` or both, got neither")
     fig, ax = _axes(ax, (5.4, 3.4))
@@ -126,13 +130,28 @@ def plot_spectrum(eigenvalues=None, *, density=None, ax=None, bins=80, sigma=Non
     for value in [] if mark is None else _np(mark).ravel():
         ax.axvline(value, color="tab:red", lw=0.8, alpha=0.7)
     ax.set(xlabel="eigenvalue", ylabel="density", yscale="log" if log else "linear")
+    if log and floor is not None:
+        top = ax.get_ylim()[1]
+        heights = [float(np.max(_np(line.get_ydata()))) for line in ax.lines
+                   if len(line.get_ydata()) > 2]
+        heights += [float(patch.get_height()) for patch in ax.patches]
+        if heights:
+            top = max(heights) * 2
+        ax.set_ylim(floor * top / 2, top)
     ax.legend()
     return fig
 
 
-def plot_sharpness_history(histories, *, ax=None):
+def plot_sharpness_history(histories, *, ax=None, time: bool = False, relative: bool = False,
+                           threshold: bool = True):
     """Plot sharpness (top Hessian eigenvalue) and loss along gradient descent for one or more
     `SharpnessHistory` (a list or a dict label -> history), with each run's 2/eta dashed.
+
+    ``time=True`` puts eta * t on the x axis instead of the step t, so runs with different step
+    sizes (e.g. gradient descent and a small-step gradient-flow control) are compared at the
+    same point of the flow. ``relative=True`` plots eta * sharpness / 2, for which the stability
+    threshold of every run is 1 (Cohen et al. 2021 plot it so). ``threshold=False`` leaves out a
+    run's dashed 2/eta line (e.g. for a control whose own threshold is off the chart).
     Return the figure."""
     if not isinstance(histories, (list, tuple, dict)):
         histories = [histories]
@@ -144,14 +163,23 @@ def plot_sharpness_history(histories, *, ax=None):
         fig, ax_s, ax_l = ax.figure, ax, None
     for i, (label, h) in enumerate(items):
         color = f"C{i}"
-        ax_s.plot(h.sharpness_step, h.sharpness, color=color, label=label)
-        ax_s.axhline(h.threshold, color=color, ls="--", lw=0.8)
+        scale_x = h.lr if time else 1.0
+        scale_y = h.lr / 2 if relative else 1.0
+        ax_s.plot(np.asarray(h.sharpness_step) * scale_x, np.asarray(h.sharpness) * scale_y,
+                  color=color, label=label)
+        if threshold and not relative:
+            ax_s.axhline(h.threshold, color=color, ls="--", lw=0.8)
         if ax_l is not None:
-            ax_l.plot(h.step, h.loss, color=color, label=label)
-    ax_s.set(xlabel="step", ylabel="sharpness (top eigenvalue)", title="dashed: 2 / lr")
-    ax_s.legend()
+            ax_l.plot(np.asarray(h.step) * scale_x, h.loss, color=color, label=label)
+    if relative:
+        ax_s.axhline(1.0, color="k", ls="--", lw=0.8)
+    xlabel = "eta * t" if time else "step"
+    ax_s.set(xlabel=xlabel, ylabel="eta * sharpness / 2" if relative else
+             "sharpness (top eigenvalue)", title="dashed: stability threshold" if relative
+             else "dashed: 2 / lr")
+    ax_s.legend(fontsize=8)
     if ax_l is not None:
-        ax_l.set(xlabel="step", ylabel="training loss", yscale="log")
+        ax_l.set(xlabel=xlabel, ylabel="training loss", yscale="log")
     fig.tight_layout()
     return fig
 

@@ -116,7 +116,12 @@ def show_attributions(images, maps: dict, *, titles=None, signed=True, boxes=Non
 def plot_randomization(results: dict, *, ax=None):
     """Plot mean rank correlation (with the 10-90% band over images) against the number of layers
     randomized, one line per method; ``results`` maps a method name to a
-    `deepscope.saliency.RandomizationResult`. Return the figure."""
+    `deepscope.saliency.RandomizationResult`. Return the figure.
+
+    A correlation is undefined (NaN) when either map is blank (`deepscope.saliency.blank_maps`,
+    e.g. a Grad-CAM map zeroed by its ReLU). The mean is over the defined pairs, and the number
+    of undefined ones is written beside each point and in the legend, so they do not vanish.
+    """
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.5, 3.4))
     else:
@@ -129,8 +134,14 @@ def plot_randomization(results: dict, *, ax=None):
         low = np.concatenate([[1.0], np.nanpercentile(corr, 10, axis=1)])
         high = np.concatenate([[1.0], np.nanpercentile(corr, 90, axis=1)])
         x = np.concatenate([[0], steps])
-        ax.plot(x, centre, marker="o", label=name)
+        undefined = np.isnan(corr).sum(axis=1)
+        label = name if not undefined.any() else f"{name} ({int(undefined.sum())} undefined)"
+        line, = ax.plot(x, centre, marker="o", label=label)
         ax.fill_between(x, low, high, alpha=0.2)
+        for step, count, value in zip(steps, undefined, centre[1:]):
+            if count:
+                ax.annotate(f"{int(count)} blank", (step, value), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7, color=line.get_color())
         labels = ["original"] + [f"+{layer}" for layer in result.layers]
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=30, fontsize=8)

@@ -147,21 +147,28 @@ def plot_isoflop_profiles(profiles, *, law=None, ax=None):
     return fig
 
 
-def plot_compute_optimal(params, C_range=(1e18, 1e26), *, points=None):
+def plot_compute_optimal(params, C_range=(1e18, 1e26), *, points=None, power_laws=None):
     """Draw the compute-optimal N_opt(C) and tokens per parameter D_opt / N_opt for each law.
 
     Args:
         params: dict label -> parameters (anything `as_params` accepts).
         C_range: (low, high) training FLOP.
         points: optional dict label -> (C, N) of actual models to mark (e.g. Chinchilla).
+        power_laws: optional dict label -> (k, a) of allocation rules N_opt = k C^a drawn
+            dashed, with D = C / (6 N) (e.g. Kaplan et al. 2020's N ~ C^0.73).
     """
     fn = "plot_compute_optimal"
     C = np.geomspace(*as_array(C_range, "C_range", fn), 200)
     fig, (ax_n, ax_r) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for i, (label, p) in enumerate(dict(params).items()):
+    laws = dict(params)
+    for i, (label, p) in enumerate(laws.items()):
         opt = compute_optimal(C, as_params(p, fn))
         ax_n.plot(C, opt.N, color=f"C{i}", label=label)
         ax_r.plot(C, opt.tokens_per_parameter, color=f"C{i}", label=label)
+    for j, (label, (k, a)) in enumerate(dict(power_laws or {}).items(), start=len(laws)):
+        N = float(k) * C ** float(a)
+        ax_n.plot(C, N, ls="--", color=f"C{j}", label=label)
+        ax_r.plot(C, C / (6 * N) / N, ls="--", color=f"C{j}", label=label)
     for j, (label, (c, n)) in enumerate((points or {}).items()):
         marker = "os^D"[j % 4]
         ax_n.plot(c, n, ls="none", color="black", ms=6, marker=marker, label=label)

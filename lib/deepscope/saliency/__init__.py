@@ -8,11 +8,13 @@ image), each computed in eval mode with the model's mode, weights and hooks left
   `local_linear_fit` (C-LIME, which SmoothGrad equals in expectation);
 - `integrated_gradients` (Captum's five quadrature rules, `quadrature`), `expected_gradients`,
   `deeplift` (rescale rule), `occlusion`;
+- `guided_backprop`, `deconvolution` (modified backward rules through the ReLUs);
 - `grad_cam`, `grad_cam_plus_plus` (at any layer, by module or name).
 
 Checking maps: `model_randomization` / `cascading_randomization` with `rank_correlation` and the
 `edge_detector` control (sanity checks); `pointing_game`, `mask_energy`, `mask_iou` against known
-ground truth; `road` (noisy linear imputation), `roar` and `diffroar` (remove and retrain).
+ground truth, `blank_maps` to count the maps none of these can score; `road` (noisy linear
+imputation), `roar` and `diffroar` (remove and retrain).
 Robust models for comparison: `pgd_attack`, `adversarial_fit`, `robust_accuracy`.
 
 Conventions follow Captum wherever Captum defines them (quadrature weights, the sign of the
@@ -30,6 +32,7 @@ from .gradients import (
                         smoothgrad_sq,
                         vargrad,
 )
+from .guided import MODIFIED_RULES, deconvolution, guided_backprop
 from .integrated import (
                         QUADRATURE_RULES,
                         completeness_gap,
@@ -38,7 +41,14 @@ from .integrated import (
                         integrated_gradients,
                         quadrature,
 )
-from .localization import HEATMAP_REDUCTIONS, heatmap, mask_energy, mask_iou, pointing_game
+from .localization import (
+                        HEATMAP_REDUCTIONS,
+                        blank_maps,
+                        heatmap,
+                        mask_energy,
+                        mask_iou,
+                        pointing_game,
+)
 from .occlusion import occlusion, occlusion_windows
 from .removal import (
                         NEIGHBOUR_WEIGHTS,
@@ -67,12 +77,17 @@ METHODS = {
     "smoothgrad": smoothgrad,
     "integrated_gradients": integrated_gradients,
     "deeplift": deeplift,
+    "guided_backprop": guided_backprop,
+    "deconvolution": deconvolution,
 }
 
 __all__ = [
-    "DEEPLIFT_ELEMENTWISE", "HEATMAP_REDUCTIONS", "METHODS", "NEIGHBOUR_WEIGHTS", "NORMS",
+    "DEEPLIFT_ELEMENTWISE", "HEATMAP_REDUCTIONS", "METHODS", "MODIFIED_RULES",
+    "NEIGHBOUR_WEIGHTS", "NORMS",
     "QUADRATURE_RULES", "SMOOTHGRAD_KINDS", "RandomizationResult", "adversarial_fit",
-    "cascading_randomization", "completeness_gap", "deeplift", "diffroar", "edge_detector",
+    "blank_maps",
+    "cascading_randomization", "completeness_gap", "deconvolution", "deeplift", "diffroar",
+    "edge_detector", "guided_backprop",
     "expected_gradients", "find_layer", "gaussian_blur", "grad_cam", "grad_cam_plus_plus",
     "gradient", "heatmap", "input_x_gradient", "integrated_gradients", "keep_features",
     "layer_gradients", "local_linear_fit", "mask_energy", "mask_iou", "model_randomization",

@@ -16,13 +16,22 @@ import torch
 from torch import nn
 
 from .._checks import as_target, check_int, check_module, check_tensor
+from .._forward import as_module
 
 
-def check_inputs(model, x, target, fn: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, int]:
+def check_inputs(model, x, target, fn: str, *, output=None, adapt: bool = False,
+                 floating: bool = True) -> tuple[nn.Module, torch.Tensor, torch.Tensor, int]:
     """Validate ``model``, images ``x`` (B, ...) and ``target``; return them with the largest
-    target label (a Python int, read once so that later checks never sync with the device)."""
+    target label (a Python int, read once so that later checks never sync with the device).
+
+    With ``adapt``, ``model`` may be any callable forward and ``output`` an adapter (see
+    `deepscope._forward`); the model returned is then an ``nn.Module`` giving one tensor.
+    ``floating=False`` accepts integer inputs (token ids) for methods that never
+    differentiate with respect to the input (Grad-CAM)."""
+    if adapt:
+        model = as_module(model, fn, output)
     check_module(model, fn)
-    check_tensor(x, "x", fn, min_ndim=2, like="(B, ...)")
+    check_tensor(x, "x", fn, min_ndim=2, like="(B, ...)", floating=floating)
     if x.shape[0] == 0:
         raise ValueError(f"{fn}: `x` must hold at least one image, got shape {tuple(x.shape)}")
     target = as_target(target, x.shape[0], fn, device=x.device)
@@ -37,8 +46,10 @@ def check_batch_size(batch_size, fn: str) -> int | None:
 def check_output(out, rows: int, max_target: int, fn: str) -> torch.Tensor:
     """Raise unless ``out`` holds class scores of shape (rows, C) with C > ``max_target``."""
     if not isinstance(out, torch.Tensor):
+        hint = (" (pass `output=` a key, an index or a function to pick the class scores)"
+                if isinstance(out, (dict, tuple, list)) or hasattr(out, "keys") else "")
         raise TypeError(f"{fn}: the model must return a tensor of class scores, "
-                        f"got {type(out).__name__}")
+                        f"got {type(out).__name__}{hint}")
     if out.dim() != 2 or out.shape[0] != rows:
         raise ValueError(f"{fn}: the model must return class scores of shape ({rows}, C), "
                          f"got shape {tuple(out.shape)}")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._forward import root_module
 from .._guards import eval_mode, removing_hooks
 from ._core import check_inputs, resolve_baseline, target_gradients, target_scores
 
@@ -108,7 +109,8 @@ def _hook_module(module, handles, inputs):
     handles.append(module.register_forward_hook(rescale))
 
 
-def deeplift(model, x: torch.Tensor, target, baseline=None, *, return_delta: bool = False):
+def deeplift(model, x: torch.Tensor, target, baseline=None, *, return_delta: bool = False,
+             output=None):
     """Return DeepLIFT (rescale rule) attributions of the target score relative to a baseline.
 
     Implements Shrikumar, Greenside & Kundaje (2017), "Learning important features through
@@ -124,12 +126,19 @@ def deeplift(model, x: torch.Tensor, target, baseline=None, *, return_delta: boo
             x.shape.
         return_delta: also return sum_i A_i - (f(x) - f(x')) per image (zero up to rounding
             when every nonlinearity is a hooked module).
+        output: picks the class scores from dict/tuple outputs: a key, an index or a function
+            (see `deepscope._forward`). ``model`` may be a module's bound method too, but not a
+            plain function: the rules need the modules.
 
     Returns:
         Attributions of the shape of ``x`` (and the gap (B,) with ``return_delta``).
     """
     fn = "deeplift"
-    model, x, target, max_target = check_inputs(model, x, target, fn)
+    model, x, target, max_target = check_inputs(model, x, target, fn, output=output,
+                                                adapt=True)
+    if root_module(model) is None:
+        raise TypeError(f"{fn}: `model` must be an nn.Module or a bound method of one (the "
+                        "rescale rule hooks its nonlinear modules), got a plain function")
     reference = resolve_baseline(baseline, x, fn, allow_many=False)[0].expand_as(x)
     chosen = [m for m in model.modules()
               if isinstance(m, DEEPLIFT_ELEMENTWISE) or type(m) in _POOLS]

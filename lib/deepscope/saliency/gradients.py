@@ -40,7 +40,8 @@ def _batched(fn_name, model, x, target, max_target, batch_size, compute):
                               fn_name) for i in range(0, len(x), batch_size)])
 
 
-def gradient(model, x: torch.Tensor, target, *, batch_size: int | None = None) -> torch.Tensor:
+def gradient(model, x: torch.Tensor, target, *, batch_size: int | None = None,
+             output=None) -> torch.Tensor:
     """Return the input gradient of the target score, d f_target(x) / dx (Simonyan et al. 2014).
 
     Args:
@@ -48,28 +49,33 @@ def gradient(model, x: torch.Tensor, target, *, batch_size: int | None = None) -
         x: float inputs (B, ...).
         target: an int or a LongTensor (B,) of class indices.
         batch_size: most images per forward pass (None: all at once).
+        output: for a model returning a dict, a tuple or an object, picks the class scores:
+            a key, an index or a function (see `deepscope._forward`); ``model`` may then be
+            any callable forward, not only an ``nn.Module``.
 
     Returns:
         The signed gradient, shape of ``x``. (Simonyan et al. show max_c |grad| as the map; use
         `deepscope.saliency.heatmap` for that.) Matches Captum's ``Saliency(abs=False)``.
     """
     fn = "gradient"
-    model, x, target, max_target = check_inputs(model, x, target, fn)
+    model, x, target, max_target = check_inputs(model, x, target, fn, output=output,
+                                                adapt=True)
     batch_size = check_batch_size(batch_size, fn)
     with eval_mode(model):
         return _batched(fn, model, x, target, max_target, batch_size, target_gradients)
 
 
 def input_x_gradient(model, x: torch.Tensor, target, *,
-                     batch_size: int | None = None) -> torch.Tensor:
+                     batch_size: int | None = None, output=None) -> torch.Tensor:
     """Return gradient x input, x * d f_target(x) / dx (Shrikumar et al. 2016).
 
-    Shapes as `gradient`. For a linear model it is each feature's exact contribution w_i x_i;
-    it equals integrated gradients from a zero baseline whenever the gradient is constant along
-    the path. Matches Captum's ``InputXGradient``.
+    Shapes and arguments as `gradient`. For a linear model it is each feature's exact
+    contribution w_i x_i; it equals integrated gradients from a zero baseline whenever the
+    gradient is constant along the path. Matches Captum's ``InputXGradient``.
     """
     fn = "input_x_gradient"
-    model, x, target, max_target = check_inputs(model, x, target, fn)
+    model, x, target, max_target = check_inputs(model, x, target, fn, output=output,
+                                                adapt=True)
     batch_size = check_batch_size(batch_size, fn)
     with eval_mode(model):
         return x * _batched(fn, model, x, target, max_target, batch_size, target_gradients)
@@ -99,6 +105,7 @@ def smoothgrad(
     seed: int | None = None,
     noise: torch.Tensor | None = None,
     progress: bool = False,
+    output=None,
 ) -> torch.Tensor:
     """Average an attribution over Gaussian perturbations of the input (Smilkov et al. 2017).
 
@@ -121,12 +128,16 @@ def smoothgrad(
         noise: optional standard-normal draws of shape (samples, *x.shape) to use instead of
             fresh ones (matched comparisons); the perturbations are sigma * noise.
         progress: show a progress bar over passes.
+        output: for a model returning a dict, a tuple or an object, picks the class scores:
+            a key, an index or a function (see `deepscope._forward`); ``model`` may then be
+            any callable forward, not only an ``nn.Module``.
 
     Returns:
         Tensor of the shape of ``x``.
     """
     fn = "smoothgrad"
-    model, x, target, max_target = check_inputs(model, x, target, fn)
+    model, x, target, max_target = check_inputs(model, x, target, fn, output=output,
+                                                adapt=True)
     sigma = check_float(sigma, "sigma", fn, positive=True)
     samples = check_int(samples, "samples", fn)
     check_choice(kind, "kind", fn, SMOOTHGRAD_KINDS)
@@ -191,6 +202,7 @@ def local_linear_fit(
     *,
     seed: int | None = None,
     batch_size: int | None = None,
+    output=None,
 ) -> torch.Tensor:
     """Fit f_target(x + eps) ~ a + w . eps by least squares on Gaussian perturbations; return w.
 
@@ -206,12 +218,14 @@ def local_linear_fit(
             squares problem per image, so keep D small: this is for teaching and testing).
         seed: seed of the perturbations (None: torch's global generator).
         batch_size: most rows per forward pass (None: all at once).
+        output: picks the class scores from dict/tuple outputs (as `gradient`).
 
     Returns:
         The slopes w, shape of ``x``.
     """
     fn = "local_linear_fit"
-    model, x, target, max_target = check_inputs(model, x, target, fn)
+    model, x, target, max_target = check_inputs(model, x, target, fn, output=output,
+                                                adapt=True)
     sigma = check_float(sigma, "sigma", fn, positive=True)
     samples = check_int(samples, "samples", fn)
     batch_size = check_batch_size(batch_size, fn)

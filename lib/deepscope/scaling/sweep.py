@@ -13,8 +13,8 @@ under the chain (no sampling noise): sum_i pi_i sum_j P_ij (-log q_j|i).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -22,17 +22,17 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import models, train
 from .._checks import check_float, check_int, check_module, model_device
 from .._guards import eval_mode
 from .chinchilla import FLOP_PER_PARAMETER_TOKEN
+from .runner import INIT_LOCK, run_sweep
 from .schedules import lr_schedule, scheduled_adam
 
 __all__ = [
     "MarkovChain", "OneHot", "markov_chain", "sample_pairs", "markov_loss", "bigram_mlp",
-    "isoflop_configs", "run_sweep", "markov_sweep",
+    "isoflop_configs", "TrainSpec", "MarkovSpec", "train_run", "markov_run", "markov_sweep",
 ]
 
 
@@ -138,11 +138,17 @@ def bigram_mlp(vocab_size: int, width: int, *, depth: int = 1, activation: str =
 
 def isoflop_configs(
     sizes: Sequence, budgets: Sequence[float], n_params: Callable[[object], int], *,
-    min_tokens: int = 1, max_tokens: int | None = None,
+    min_tokens: int = 1, max_tokens: int | None = None, per_budget: int | None = None,
+    centre: Callable[[float], float] | None = None,
 ) -> list[tuple]:
     """Return IsoFLOP runs: for each budget C and size s, (s, D) with D = round(C / (6 N(s)))
-    tokens; runs with D outside [``min_tokens``, ``max_tokens``] are skipped (a band around the
-    optimum, as Hoffmann et al. trained ~9 sizes per budget). ``n_params(size)`` gives N."""
+    tokens, in budget order. ``n_params(size)`` gives N.
+
+    Two ways to choose each budget's sizes (Hoffmann et al. 2022 trained ~9 per budget around
+    the optimum): keep the sizes whose D lies in [``min_tokens``, ``max_tokens``] (a token
+    band); and/or, with ``per_budget`` and ``centre`` (C -> the expected optimal N, e.g. from a
+    pilot sweep), keep the ``per_budget`` sizes whose N is nearest to centre(C) in log.
+    """
     fn = "isoflop_configs"
     min_tokens = check_int(min_tokens, "min_tokens", fn)
     if max_tokens is not None and check_int(max_tokens, "max_tokens", fn) < min_tokens:
@@ -150,88 +156,168 @@ def isoflop_configs(
                          f"got {max_tokens}")
     if not len(sizes) or not len(budgets):
         raise ValueError(f"{fn}: `sizes` and `budgets` must not be empty")
+    if (per_budget is None) != (centre is None):
+        raise ValueError(f"{fn}: give `per_budget` and `centre` together, got "
+                         f"per_budget={per_budget!r}, centre={centre!r}")
+    if per_budget is not None:
+        per_budget = check_int(per_budget, "per_budget", fn)
     configs = []
     for C in budgets:
         C = check_float(C, "budgets", fn, positive=True)
-        for size in sizes:
+        chosen = list(sizes)
+        if per_budget is not None:
+            target = math.log(check_float(centre(C), "centre(C)", fn, positive=True))
+            nearest = sorted(chosen, key=lambda s: abs(math.log(n_params(s)) - target))
+            keep = set(map(id, nearest[:per_budget]))
+            chosen = [s for s in chosen if id(s) in keep]
+        for size in chosen:
             D = round(C / (FLOP_PER_PARAMETER_TOKEN * n_params(size)))
             if D >= min_tokens and (max_tokens is None or D <= max_tokens):
                 configs.append((size, D))
     return configs
 
 
-def run_sweep(
-    configs: Sequence[tuple],
-    build_model: Callable[[object], nn.Module],
-    sample: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
-    evaluate: Callable[[nn.Module], float],
-    *,
-    lr: float = 0.1,
-    batch_size: int = 256,
-    warmup_frac: float = 0.05,
-    seed: int = 0,
-    device=None,
-    progress: bool = True,
-) -> dict[str, np.ndarray]:
-    """Train one fresh model per config (size, tokens) for a single epoch on ``tokens`` fresh
-    samples, Adam with warm-up and a cosine decay to 0 over the run; record its loss.
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """What every run of a sweep of your own models shares (`train_run`).
 
-    Args:
-        configs: sequence of (size, D) pairs, e.g. from `isoflop_configs`.
-        build_model: size -> a new ``nn.Module`` (built after ``torch.manual_seed(seed)``, so
-            every run of a size starts from the same weights).
-        sample: (n, seed) -> (x, y) training data of n examples (tokens).
-        evaluate: trained model -> test loss (e.g. `markov_loss`).
-        lr, batch_size, warmup_frac: optimisation (peak rate, minibatch, warm-up fraction).
-        seed: seed of the weights, the data and the shuffling.
-        device: where to train (default: CPU); data are moved there once.
-        progress: show a progress bar over the runs.
+    ``build_model(size) -> nn.Module``, ``sample(n, seed) -> (x, y)`` (n fresh examples) and
+    ``evaluate(model) -> float`` (test loss); with a process or Dask executor they must be
+    picklable: module-level functions or `functools.partial` of them, not lambdas.
+    ``lr``, ``batch_size``, ``warmup_frac``: Adam's peak rate, minibatch and warm-up fraction of
+    the cosine schedule; ``seed``: of the weights (each size starts from the same draw), the
+    data and the shuffling; ``device``: where to train ("cpu", "cuda", ...; None: CPU)."""
 
-    Returns:
-        Dict of arrays of shape (len(configs),): ``size``, ``N`` (parameters), ``D`` (tokens),
-        ``C`` = 6 N D, ``loss``, ``seconds`` (training time).
-    """
-    fn = "run_sweep"
-    if not len(configs):
-        raise ValueError(f"{fn}: `configs` must hold at least one (size, tokens) pair")
-    batch_size = check_int(batch_size, "batch_size", fn)
+    build_model: Callable
+    sample: Callable
+    evaluate: Callable
+    lr: float = 0.1
+    batch_size: int = 256
+    warmup_frac: float = 0.05
+    seed: int = 0
+    device: str | None = None
+
+    def __post_init__(self):
+        _check_optimisation(self.lr, self.batch_size, self.warmup_frac, self.seed,
+                            type(self).__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class MarkovSpec:
+    """What every run of a Markov-chain sweep shares (`markov_run`): the chain, the depth of the
+    `bigram_mlp`, and the optimisation (as in `TrainSpec`)."""
+
+    chain: MarkovChain
+    depth: int = 1
+    lr: float = 0.1
+    batch_size: int = 256
+    warmup_frac: float = 0.05
+    seed: int = 0
+    device: str | None = None
+
+    def __post_init__(self):
+        name = type(self).__name__
+        if not isinstance(self.chain, MarkovChain):
+            raise TypeError(f"{name}: `chain` must be a MarkovChain (from `markov_chain`), got "
+                            f"{type(self.chain).__name__}")
+        check_int(self.depth, "depth", name)
+        _check_optimisation(self.lr, self.batch_size, self.warmup_frac, self.seed, name)
+
+
+def _check_optimisation(lr, batch_size, warmup_frac, seed, fn):
+    check_float(lr, "lr", fn, positive=True)
+    check_int(batch_size, "batch_size", fn)
+    check_int(seed, "seed", fn, minimum=0)
     warmup_frac = check_float(warmup_frac, "warmup_frac", fn, nonnegative=True)
     if warmup_frac >= 1:
         raise ValueError(f"{fn}: `warmup_frac` must be < 1, got {warmup_frac}")
-    rows = {k: [] for k in ("size", "N", "D", "C", "loss", "seconds")}
-    bar = tqdm(configs, desc=fn, disable=not progress, leave=False)
-    for config in bar:
-        if len(config) != 2:
-            raise ValueError(f"{fn}: each config must be a pair (size, tokens), got {config!r}")
-        size, D = config[0], check_int(config[1], "tokens", fn)
-        torch.manual_seed(seed)
-        model = check_module(build_model(size), fn, "build_model(size)").to(device)
-        N = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        x, y = sample(D, seed + 1)
-        steps = math.ceil(D / batch_size)
-        schedule = lr_schedule("cosine", steps, warmup=min(steps - 1, round(warmup_frac * steps)))
-        start = time.perf_counter()
-        train.fit(model, (x, y), epochs=1, batch_size=batch_size, seed=seed, progress=False,
-                  optimizer=scheduled_adam(lr, schedule))
-        seconds = time.perf_counter() - start
-        loss = float(evaluate(model))
-        for key, value in zip(rows, (size, N, D, FLOP_PER_PARAMETER_TOKEN * N * D, loss,
-                                     seconds)):
-            rows[key].append(value)
-        bar.set_postfix(size=size, D=D, loss=f"{loss:.4f}")
-    return {k: np.asarray(v) for k, v in rows.items()}
 
 
-def markov_sweep(chain: MarkovChain, configs: Sequence[tuple], *, depth: int = 1,
-                 **sweep_kwargs) -> dict[str, np.ndarray]:
-    """Run `run_sweep` on a Markov chain: `bigram_mlp` of width ``size``, fresh `sample_pairs`,
-    exact `markov_loss`. Returns its dict of arrays (size = width)."""
-    V = chain.transition.shape[0]
-    device = sweep_kwargs.get("device")
-    return run_sweep(
-        configs,
-        lambda width: bigram_mlp(V, width, depth=depth),
-        lambda n, seed: sample_pairs(chain, n, seed=seed, device=device),
-        lambda model: markov_loss(model, chain),
-        **sweep_kwargs,
-    )
+def _size_and_tokens(config, fn: str):
+    if not isinstance(config, (tuple, list)) or len(config) != 2:
+        raise ValueError(f"{fn}: each config must be a pair (size, tokens), got {config!r}")
+    return config[0], check_int(config[1], "tokens", fn)
+
+
+def _train(model, x, y, evaluate, spec) -> float:
+    """Train ``model`` for one epoch on (x, y) with Adam, warm-up and a cosine decay to 0 over
+    the run; return ``evaluate(model)``."""
+    steps = math.ceil(len(x) / spec.batch_size)
+    schedule = lr_schedule("cosine", steps,
+                           warmup=min(steps - 1, round(spec.warmup_frac * steps)))
+    train.fit(model, (x, y), epochs=1, batch_size=spec.batch_size, seed=spec.seed,
+              progress=False, optimizer=scheduled_adam(spec.lr, schedule))
+    return float(evaluate(model))
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def train_run(spec: TrainSpec, config) -> dict:
+    """Train one fresh ``spec.build_model(size)`` on ``tokens`` fresh samples for a single
+    epoch (Adam, warm-up, cosine decay to 0 over the run) and return its row: ``size``, ``N``
+    (trainable parameters), ``D`` (tokens), ``C`` = 6 N D and ``loss``. ``config`` is
+    (size, tokens). A module-level function, so process and Dask executors can run it."""
+    fn = "train_run"
+    size, D = _size_and_tokens(config, fn)
+    with INIT_LOCK:  # the default initialisers draw from the process-wide generator
+        torch.manual_seed(spec.seed)
+        model = check_module(spec.build_model(size), fn, "build_model(size)")
+    model = model.to(spec.device)
+    N = _count(model)
+    x, y = spec.sample(D, spec.seed + 1)
+    loss = _train(model, x, y, spec.evaluate, spec)
+    return {"size": size, "N": N, "D": D, "C": FLOP_PER_PARAMETER_TOKEN * N * D, "loss": loss}
+
+
+def markov_run(spec: MarkovSpec, config) -> dict:
+    """Train one `bigram_mlp` of width ``size`` on ``tokens`` fresh pairs of ``spec.chain``
+    (as `train_run`) and return its row: ``size``, ``N``, ``N_embedding`` (the first layer's
+    weight and bias: on a one-hot input it is an embedding lookup, the parameters Kaplan et al.
+    2020 leave out of N), ``D``, ``C`` = 6 N D and the exact ``loss`` (`markov_loss`)."""
+    fn = "markov_run"
+    width, D = _size_and_tokens(config, fn)
+    V = spec.chain.transition.shape[0]
+    with INIT_LOCK:
+        torch.manual_seed(spec.seed)
+        model = bigram_mlp(V, width, depth=spec.depth)
+    model = model.to(spec.device)
+    N = _count(model)
+    embedding = model.mlp.fc1
+    x, y = sample_pairs(spec.chain, D, seed=spec.seed + 1, device=spec.device)
+    loss = _train(model, x, y, lambda m: markov_loss(m, spec.chain), spec)
+    return {"size": width, "N": N, "N_embedding": _count(embedding), "D": D,
+            "C": FLOP_PER_PARAMETER_TOKEN * N * D, "loss": loss}
+
+
+def markov_sweep(
+    chain: MarkovChain, configs: Sequence[tuple], *, depth: int = 1, lr: float = 0.1,
+    batch_size: int = 256, warmup_frac: float = 0.05, seed: int = 0, device=None,
+    executor=None, results_dir=None, threads: int | None = None, errors: str = "raise",
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Train a `bigram_mlp` of width ``size`` on ``tokens`` fresh pairs of ``chain`` for every
+    config (size, tokens) and return the rows of `markov_run` as columns, in config order.
+
+    Each run: the same initial weights per width (``seed``), one epoch of fresh samples, Adam
+    with warm-up and a cosine decay matched to its length (Hoffmann et al. 2022), the exact
+    test loss. ``executor``, ``results_dir``, ``threads``, ``errors`` and ``progress`` are
+    `run_sweep`'s: serial by default, or any `concurrent.futures.Executor` (a process pool,
+    a Dask cluster), resumable from a results folder.
+
+    Returns:
+        Dict of arrays (n,): ``size`` (width), ``N``, ``N_embedding``, ``D``, ``C``, ``loss``,
+        ``seconds``.
+    """
+    fn = "markov_sweep"
+    configs = list(configs)
+    if not configs:
+        raise ValueError(f"{fn}: `configs` must hold at least one (size, tokens) pair")
+    for config in configs:
+        width, _ = _size_and_tokens(config, fn)
+        check_int(width, "size", fn)
+    spec = MarkovSpec(chain, depth, lr, batch_size, warmup_frac, seed,
+                      None if device is None else str(device))
+    return run_sweep(markov_run, spec, configs, executor=executor, results_dir=results_dir,
+                     threads=threads, errors=errors, progress=progress, desc=fn)
