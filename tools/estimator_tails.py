@@ -73,8 +73,10 @@ def main(argv=None) -> int:
                 tails[n].append(_tail(chi2.cdf(stat / scale, dof), chi2.sf(stat / scale, dof)))
                 naive[n].append(_tail(chi2.cdf(stat, 10 * rank), chi2.sf(stat, 10 * rank)))
     for n in (4, 64):
-        print(_summary(f"smoothgrad, {n} samples", groups[n], tails[n]), flush=True)
-        print(_summary("  (plain chi2, no kurtosis term)", groups[n], naive[n]), flush=True)
+        print(_summary(f"smoothgrad, {n} samples", groups[n], tails[n], saliency._TAIL),
+              flush=True)
+        print(_summary("  (plain chi2, no kurtosis term)", groups[n], naive[n], saliency._TAIL),
+              flush=True)
 
     a2 = load_assignment("02_loss_landscapes")
     hutchinson = answer_namespace(a2)["hutchinson_trace"]

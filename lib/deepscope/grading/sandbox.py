@@ -170,6 +170,11 @@ def _python_paths() -> list[str]:
     paths += site.getsitepackages()
     if site.ENABLE_USER_SITE:
         paths.append(site.getusersitepackages())
+    # Package directories another environment lends through a .pth ``site.addsitedir`` (an
+    # nbgrader venv running the book's torch): only *-packages directories, which `view` then
+    # shows without the forbidden packages, never a source checkout on sys.path.
+    paths += [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))
+              and os.path.isdir(p)]
     return [os.path.abspath(p) for p in paths if os.path.lexists(p)]
 
 
