@@ -32,8 +32,8 @@ must not be passable by anything other than a correct answer:
 3. *Fits are judged by the objective they reach*: the student's parameters are scored on the
    reference's objective, on the published data and on drawn data, and must reach the
    reference optimum to within 0.1% (2% for the five-parameter Chinchilla fit); and they must
-   predict fresh data drawn from the same law within 5% of the reference's parameters. A fit that stops at a worse optimum fails even
-   when its parameters look close.
+   predict fresh data drawn from the same law within 5% of the reference's parameters. A fit
+   that stops at a worse optimum fails even when its parameters look close.
 4. *The notebook's rules are checked* (`rules`; each notebook states them): a graded function
    leaves its inputs as it found them (tensors, arrays, dicts, a model's parameters, flags and
    train/eval mode), removes its hooks, leaves the global random generators alone unless its

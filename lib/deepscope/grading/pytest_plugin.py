@@ -9,8 +9,8 @@ yields one test item per question, named after the function. The points still co
 `deepscope.grading.grade`: pytest only reports them (``--grade-json DIR`` also writes each
 submission's JSON report there, as a one-report list like ``deepscope grade --json``, named
 after its path, so two ``assignment.ipynb`` in different folders never overwrite each other).
-One grading seed serves the whole session (``--grade-seed N`` repeats a grading). A notebook that cannot be graded, for whatever
-reason, is one failed test; collection never stops.
+One grading seed serves the whole session (``--grade-seed N`` repeats a grading). A notebook
+that cannot be graded, for whatever reason, is one failed test; collection never stops.
 """
 
 from __future__ import annotations
