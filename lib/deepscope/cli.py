@@ -1,5 +1,5 @@
-"""The ``deepscope`` command line: ``deepscope info``; ``grade``, ``release`` and ``assignments``
-for teachers (`deepscope.grading`)."""
+"""The ``deepscope`` command line: ``deepscope info``; ``grade``, ``release``, ``assignments`` and
+``gradescope`` for teachers (`deepscope.grading`)."""
 
 from __future__ import annotations
 
@@ -55,9 +55,10 @@ def _add_grading_commands(sub) -> None:
     p = sub.add_parser("grade", help="grade submitted assignment notebooks",
                        description="Grade assignment notebooks: each question runs in its own "
                        "sandboxed process; prints a points table per submission.")
-    p.add_argument("submissions", nargs="+", metavar="SUBMISSION.ipynb")
-    p.add_argument("--json", metavar="REPORT", help="write the machine-readable report ('-': "
-                   "stdout); several submissions give {'reports': [...]}")
+    p.add_argument("submissions", nargs="+", metavar="SUBMISSION",
+                   help="notebooks, or folders (every .ipynb below them)")
+    p.add_argument("--json", metavar="REPORT", help="write the machine-readable reports ('-': "
+                   "stdout): a list, one report per submission")
     p.add_argument("--csv", metavar="GRADEBOOK", help="write one CSV row per submission")
     p.add_argument("--assignment", metavar="ID", help="e.g. 01_saliency (default: detected)")
     p.add_argument("--checks", action="append", metavar="FILE.py",
@@ -82,6 +83,7 @@ def _add_grading_commands(sub) -> None:
                    "then runs with your permissions (every report says so)")
     p.add_argument("--brief", action="store_true", help="the table without failure details")
     p.add_argument("--quiet", action="store_true", help="one line per submission")
+    _add_teaching_options(p)
     p.set_defaults(handler=_grading("cmd_grade"))
     p = sub.add_parser("release", help="write the student copy of an assignment master",
                        description="Replace every ### BEGIN SOLUTION ... ### END SOLUTION block "
@@ -90,11 +92,51 @@ def _add_grading_commands(sub) -> None:
     p.add_argument("student", metavar="STUDENT.ipynb")
     p.add_argument("--check", action="store_true",
                    help="only verify that STUDENT is the current student copy")
+    p.add_argument("--nbgrader", action="store_true", help="write nbgrader's source version "
+                   "instead (solution cells, one autograded cell per question)")
+    p.add_argument("--assignment", metavar="ID", help="with --nbgrader (default: detected)")
     p.set_defaults(handler=_grading("cmd_release"))
     p = sub.add_parser("assignments", help="the points table of the assignments")
     p.add_argument("ids", nargs="*", metavar="ID")
     p.add_argument("--details", action="store_true", help="also list every check")
     p.set_defaults(handler=_grading("cmd_assignments"))
+    _add_gradescope_command(sub)
+
+
+def _add_teaching_options(p) -> None:
+    """``deepscope grade``'s options for a teacher's batch (issue 16)."""
+    p.add_argument("--id", choices=("stem", "parent"), default="stem",
+                   help="student id: the file name without .ipynb (stem, default) or the "
+                   "notebook's folder (parent)")
+    p.add_argument("--seed", type=int, metavar="N", help="grading seed of the drawn cases "
+                   "(default: a fresh one, shown in every report; one seed per command)")
+    p.add_argument("--feedback", metavar="DIR",
+                   help="write a Markdown and an HTML feedback page per student into DIR")
+    p.add_argument("--gradescope", metavar="RESULTS.json",
+                   help="write Gradescope's results.json (one submission)")
+    p.add_argument("--similarity", metavar="FILE.md",
+                   help="write the table of near-duplicate answers per question ('-': stdout)")
+    p.add_argument("--similarity-threshold", type=float, default=0.8, metavar="T",
+                   help="list pairs at least this similar (0-1; default 0.8)")
+
+
+def _add_gradescope_command(sub) -> None:
+    p = sub.add_parser("gradescope", help="write Gradescope's autograder zip for an assignment",
+                       description="Write an autograder zip for a Gradescope programming "
+                       "assignment: setup.sh (a CPU torch and this book's library at this "
+                       "version), run_autograder and your private check files.")
+    p.add_argument("assignment", metavar="ASSIGNMENT", help="e.g. 01_saliency, or FILE.py")
+    p.add_argument("-o", "--output", default="autograder.zip", metavar="ZIP")
+    p.add_argument("--checks", action="append", metavar="FILE.py",
+                   help="a private check file (repeatable; shown after grades are published)")
+    p.add_argument("--jobs", type=int, default=2, help="questions graded in parallel")
+    p.add_argument("--time-limit", type=float, metavar="S", help="seconds per question")
+    p.add_argument("--seed", type=int, metavar="N",
+                   help="one grading seed for every submission (default: one per submission)")
+    p.add_argument("--trust-submissions", action="store_true",
+                   help="let run_autograder grade where the container allows no isolation "
+                   "(the submission's code can then read and write the autograder's files)")
+    p.set_defaults(handler=_grading("cmd_gradescope"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ def test_grade_command_prints_table_and_writes_reports(tmp_path, toy, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "assignment toy: A toy assignment" in printed and "4 / 4" in printed
-    assert json.loads(out_json.read_text())["points"] == 4.0
+    assert [r["points"] for r in json.loads(out_json.read_text())] == [4.0]  # always a list
+    assert out_csv.read_text().splitlines()[1].startswith("sub,")
     assert ",toy,3,1,4,4,," in out_csv.read_text().splitlines()[1]
 
 
@@ -29,8 +30,8 @@ def test_grade_command_many_submissions_quiet_and_failures(tmp_path, toy, capsys
     out = capsys.readouterr().out
     assert code == 1  # one submission could not be graded
     assert f"1 / 1  {good}" in out and "(not graded:" in out
-    data = json.loads(out[out.index("{"):out.rindex("}") + 1])
-    assert [r["points"] for r in data["reports"]] == [1.0, 0.0]
+    data = json.loads(out[out.index("["):out.rindex("]") + 1])
+    assert [r["points"] for r in data] == [1.0, 0.0]
     assert cli.main(["grade", good, "--assignment", "99_none"]) == 2
     assert "unknown assignment" in capsys.readouterr().err
 
@@ -75,7 +76,10 @@ def test_pytest_plugin_grades_one_item_per_question(tmp_path, toy, pytester):
     result.stdout.fnmatch_lines(["*alice.ipynb::softmax PASSED*", "*bob.ipynb::softmax FAILED*",
                                  "*carol.ipynb::submission FAILED*"])
     assert "FAILED is stable for large inputs" in result.stdout.str()
-    assert json.loads((tmp_path / "reports" / "bob.json").read_text())["points"] == 3.0
+    bob = json.loads((tmp_path / "reports" / "bob.json").read_text())  # a list, as --json
+    alice = json.loads((tmp_path / "reports" / "alice.json").read_text())
+    assert [r["points"] for r in bob] == [3.0] and bob[0]["id"] == "bob"
+    assert bob[0]["seed"] == alice[0]["seed"] is not None  # one seed for the session
 
 
 def test_pytest_plugin_is_inert_without_the_flag(pytester, toy):

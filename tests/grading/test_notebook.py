@@ -19,12 +19,13 @@ def _cell(source, number=1):
     return _analyse(Cell(number, python_source(source)))
 
 
-def test_python_source_blanks_ipython_lines_and_keeps_line_numbers():
+def test_python_source_transforms_ipython_lines_and_keeps_line_numbers():
     src = "%matplotlib inline\nx = 1\n!pip install foo\ndef f():\n    %time g()\n    return x\nf?\n"
     out = python_source(src)
     assert len(out.splitlines()) == len(src.splitlines())
     compile(out, "<cell>", "exec")
-    assert "    pass  # IPython-only" in out.splitlines()[4]
+    assert out.splitlines()[4] == "    get_ipython().run_line_magic('time', 'g()')"
+    assert out.splitlines()[6] == "get_ipython().run_line_magic('pinfo', 'f')"
 
 
 def test_analyse_finds_bound_names_and_global_references():
@@ -47,7 +48,7 @@ def test_cells_for_follows_dependencies_only():
     assert problem == "" and [c.number for c in chosen] == [3, 5, 6]
     chosen, _ = cells_for(cells, "h", provided={"np"})
     assert [c.number for c in chosen] == [9]
-    assert cells_for(cells, "nope", set())[1] == "no answer cell defines a function named 'nope'"
+    assert cells_for(cells, "nope", set())[1] == "no cell defines a function named 'nope'"
     broken = [_cell("def f(x)\n    return x\n", 4)]
     assert "the cell defining f (cell 4) does not compile" in cells_for(broken, "f", set())[1]
 
@@ -64,7 +65,8 @@ def test_code_cells_uses_answer_tags_or_every_code_cell(tmp_path):
     nb.cells[2].metadata["tags"] = ["answer", 3]
     nbformat.write(nb, path)
     cells, tagged = code_cells(read_notebook(path))
-    assert tagged and [c.number for c in cells] == [3]
+    assert tagged and [c.number for c in cells] == [2, 3]  # untagged cells are candidates too
+    assert [c.tagged for c in cells] == [False, True]
 
 
 def test_strip_solutions_code_and_markdown():
@@ -146,3 +148,31 @@ def test_read_notebook_errors(tmp_path):
     bad.write_bytes(b"\xff\xfe")
     with pytest.raises(NotebookError, match="is not a readable notebook"):
         read_notebook(bad)
+
+
+def test_cells_become_python_as_ipython_makes_them():
+    from deepscope.grading.notebook import SHELL_SHIM
+
+    continuation = "def f(a, b):\n    return (a\n            % b)\n"
+    assert python_source(continuation) == continuation  # a modulo, not a magic
+    timed = python_source("%%time\ndef g(x):\n    y = %time x + 1\n    return y\n")
+    assert timed.startswith("# %%time") and "def g(x):" in timed
+    assert python_source("%%bash\necho hi\n") == "# %%bash\n# echo hi\n"
+    namespace = {}
+    exec(SHELL_SHIM, namespace)
+    exec(timed + python_source("listing = !ls\nz = g(2)\n%matplotlib inline\n"), namespace)
+    assert namespace["z"] == 3 and namespace["listing"] == []
+    cell = _cell("if True:\n    def h():\n        pass\ntry:\n    import numpy as npx\n"
+                 "except ImportError as err:\n    def k():\n        pass\n")
+    assert {"h", "npx", "err", "k"} <= cell.defines
+
+
+def test_the_last_definition_wins_and_a_broken_last_attempt_is_reported():
+    stub = _cell("def f(x):\n    raise NotImplementedError\n", 3)
+    solution = _cell("def f(x):\n    return helper(x)\n", 7)
+    helper = _cell("def helper(x):\n    return x\n", 9)
+    chosen, problem = cells_for([stub, solution, helper], "f", set())
+    assert problem == "" and [c.number for c in chosen] == [3, 7, 9]
+    broken = _cell("def f(x)\n    return 2 * x\n", 11)
+    assert "the cell defining f (cell 11) does not compile" in cells_for(
+        [stub, solution, helper, broken], "f", set())[1]

@@ -5,6 +5,7 @@ isolation); the adversarial suite (tests/grading/adversarial) runs every attack 
 isolation paths."""
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -223,6 +224,23 @@ def test_the_view_holds_the_python_installation_and_nothing_of_the_checkout():
     assert kept and not [n for n in kept if n.lower().startswith(("deepscope", "captum"))
                          or "editable__.deepscope" in n]
     assert ["tmpfs", "/tmp", sandbox.TMP_BYTES, 16384, 0o1777] in ops and ["proc"] in ops
+
+
+def test_the_view_holds_package_directories_lent_by_a_pth_file(tmp_path, monkeypatch):
+    """An nbgrader venv gets the book's torch through ``site.addsitedir`` in a .pth file: the
+    sandbox must see that site-packages too (without its forbidden packages), and still no
+    directory of sys.path that is not a package directory."""
+    lent = tmp_path / "book-venv" / "lib" / "python3.11" / "site-packages"
+    (lent / "torchlike").mkdir(parents=True)
+    (lent / "__editable__.deepscope-0.1.0.pth").write_text("/somewhere/lib\n")
+    checkout = tmp_path / "checkout" / "lib"
+    checkout.mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [*sys.path, str(lent), str(checkout)])
+    ops = sandbox.view(("deepscope",))
+    assert ["ro", str(lent), str(lent)] in ops
+    assert not [op for op in ops if op[0] == "ro" and op[2] == str(checkout)]
+    select = [op for op in ops if op[0] == "select" and op[1] == str(lent)]
+    assert select and [n for n, _ in select[0][2]] == ["torchlike"]
 
 
 def test_bwrap_arguments_follow_the_same_view():

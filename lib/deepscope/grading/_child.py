@@ -40,9 +40,11 @@ import torch
 
 try:
     from . import _isolate, protocol
+    from . import rules as _rules
 except ImportError:  # loaded by file path (the zygote, the bubblewrap sandbox): no package
     import _sandbox_isolate as _isolate  # type: ignore[no-redef]
     import _sandbox_protocol as protocol  # type: ignore[no-redef]
+    import _sandbox_rules as _rules  # type: ignore[no-redef]
 
 MAX_MESSAGE = protocol.MAX_MESSAGE
 SETUP_FAILED = 121  # exit code of a sandbox that could not be set up
@@ -131,14 +133,19 @@ def _differentiated(fn, args, kwargs, positions):
 def call_result(index: int, fn, call) -> bytes:
     """Call the student's function once; return the ``C`` frame body (outputs or the error).
 
-    ``call`` is ``(args, kwargs)`` or ``(args, kwargs, positions)``: with positions, the result
-    comes back as ``(value, gradients with respect to those positional arguments)``.
+    ``call`` is ``(args, kwargs)``, ``(args, kwargs, positions)`` or ``(args, kwargs, positions,
+    observe)``: with positions, the result comes back as ``(value, gradients with respect to
+    those positional arguments)``; with ``observe``, as ``(result, rules.changes(...))``.
     """
     args, kwargs, *rest = call
     positions = rest[0] if rest else ()
+    observe = len(rest) > 1 and bool(rest[1])  # also report what the call changed (rules.py)
     try:
+        before = _rules.snapshot(fn, args, kwargs) if observe else None
         value = _differentiated(fn, args, kwargs, positions) if positions else fn(*args,
                                                                                   **kwargs)
+        if observe:
+            value = (value, _rules.changes(before))
         return protocol.call_body(index, ok=value)
     except BaseException as err:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
         return protocol.call_body(index, error=describe_error(err))

@@ -1,19 +1,23 @@
 """How an assignment's questions are checked: `Assignment`, `Question`, `Check`, `Call`, `Fail`.
 
-A check is built in the grader's own process: its ``build(ctx)`` makes seeded inputs, computes
+A check is built in the grader's own process: its ``build(ctx)`` makes the inputs, computes
 what a correct answer must satisfy (usually with the library's reference implementation) and
 returns the calls to make on the student's function with a ``judge``. The calls run in the
 sandbox; the judge receives their outputs (plain tensors, arrays and numbers) and raises `Fail`
-with a message the student can act on. Example::
+with a message the student can act on. The design every check follows is in the package's
+docstring (`deepscope.grading`): the published case plus cases drawn from ``ctx`` at grading
+time, estimators judged statistically, fits by the objective they reach, the notebook's rules
+observed (`Call.observe`, `expect_rules`), messages without copyable expected values. Example::
 
     def _doubles(ctx):
-        x = ctx.randn(4, 3, seed=0)
+        shape = (ctx.integers(2, 6), ctx.integers(1, 4))     # drawn when grading
+        x = ctx.randn(*shape, seed=ctx.fresh_seed())
         def judge(outs):
             y = expect_tensor(outs[0], "the result", like=x)
-            expect_close(y, 2 * x, "the result")
+            expect_close(y, 2 * x, f"the result for a {shape} input")
         return [Call(x)], judge
 
-    Question("double", "Double a tensor", [Check("doubles a (4, 3) tensor", 1, _doubles)])
+    Question("double", "Double a tensor", [Check("doubles a tensor", 1, _doubles)])
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Call:
         self.kwargs = kwargs
         self.label = ""
         self.grad_of: tuple[int, ...] = ()
+        self.observed = False
 
     def differentiate(self, *positions: int) -> Call:
         """Also return the gradients of the (one-element) result with respect to the positional
@@ -63,12 +68,46 @@ class Call:
         self.grad_of = tuple(int(p) for p in positions)
         return self
 
+    def observe(self) -> Call:
+        """Also report what the call changed (its inputs, hooks, the global RNGs: `rules`):
+        the judge gets the pair ``(value, changes)``; check it with `expect_rules`."""
+        self.observed = True
+        return self
+
 
 @dataclass
 class CaseContext:
-    """What a check builds its seeded inputs with: the grading device and helpers."""
+    """What a check builds its inputs with: the grading device, a random generator seeded for
+    this check at grading time (`fresh_seed`, `integers`, `uniform`, `choice` draw the cases),
+    and helpers that make seeded tensors and models.
+
+    ``seed`` is derived from the grading seed (recorded in the report; ``deepscope grade --seed``
+    repeats a grading exactly), the question and the check, so every check draws its own cases
+    whatever else is graded and however many jobs run.
+    """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(int(self.seed))
+
+    def fresh_seed(self) -> int:
+        """A seed drawn at grading time (for inputs no student can know in advance)."""
+        return int(self.rng.integers(1, 2**31 - 1))
+
+    def integers(self, low: int, high: int) -> int:
+        """An integer drawn uniformly from ``low`` to ``high``, both included."""
+        return int(self.rng.integers(int(low), int(high) + 1))
+
+    def uniform(self, low: float, high: float) -> float:
+        """A float drawn uniformly from [low, high)."""
+        return float(self.rng.uniform(low, high))
+
+    def choice(self, options: Sequence):
+        """One of ``options``, drawn uniformly."""
+        return options[int(self.rng.integers(len(options)))]
 
     def generator(self, seed: int) -> torch.Generator:
         """A CPU generator seeded with ``seed`` (draw on the CPU, then move: same numbers
@@ -93,12 +132,15 @@ Judge = Callable[[list], None]
 
 @dataclass
 class Check:
-    """A named, pointed check: ``build(ctx) -> (calls, judge)``; ``hint`` follows a failure."""
+    """A named, pointed check: ``build(ctx) -> (calls, judge)``; ``hint`` follows a failure.
+    ``private`` marks a check from a teacher's private file (shown to students only after the
+    grades are published, e.g. on Gradescope)."""
 
     name: str
     points: float
     build: Callable[[CaseContext], tuple[list[Call], Judge]]
     hint: str = ""
+    private: bool = False
 
 
 @dataclass
@@ -145,6 +187,22 @@ class Assignment:
                 return q
         known = ", ".join(q.function for q in self.questions)
         raise KeyError(f"assignment {self.id} has no question {function!r} (it has: {known})")
+
+
+def combine(*parts: tuple[list[Call], Judge]) -> tuple[list[Call], Judge]:
+    """Join several ``(calls, judge)`` pairs (e.g. the published case and drawn ones) into the
+    ``(calls, judge)`` of one check: each judge gets the outputs of its own calls."""
+    calls: list[Call] = []
+    spans = []
+    for made, judge in parts:
+        spans.append((len(calls), len(made), judge))
+        calls.extend(made)
+
+    def judge_all(outs):
+        for start, count, judge in spans:
+            judge(outs[start:start + count])
+
+    return calls, judge_all
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,9 +285,27 @@ def expect_close(
         got, want = actual.reshape(-1)[flat].item(), expected.reshape(-1)[flat].item()
         scale = expected.abs().max().item() or 1.0
         worst = (actual - expected).abs().max().item()
-        raise Fail(f"mismatch in {what}: at index {index} you have "
-                   f"{got:.6g}, expected {want:.6g} (largest difference {worst:.3g}, "
-                   f"{worst / scale:.2%} of the largest expected magnitude)")
+        at = f" at index {index}" if index else ""
+        raise Fail(f"mismatch in {what}:{at} you have {got:.3g} where {approx(want)} is "
+                   f"expected; the largest difference is {relative(worst / scale)} of the "
+                   "largest expected magnitude")
+
+
+def approx(value: float) -> str:
+    """An expected value as a failure message shows it: two significant digits ("about 0.16"),
+    enough to see what is wrong, too few to copy into a lookup table."""
+    value = float(value)
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    return f"about {value:.2g}"
+
+
+def relative(ratio: float) -> str:
+    """A relative error as a failure message shows it ("12%", "3.1e-05 times")."""
+    ratio = float(ratio)
+    if not math.isfinite(ratio):
+        return f"{ratio:g} times"
+    return f"{ratio:.0%}" if ratio >= 0.01 else f"{ratio:.1e} times"
 
 
 def expect_number_close(actual, expected: float, what: str, *, rtol: float = 1e-4,
@@ -237,5 +313,24 @@ def expect_number_close(actual, expected: float, what: str, *, rtol: float = 1e-
     """Check a scalar against an expected number; return it."""
     value = expect_scalar(actual, what)
     if not math.isfinite(value) or abs(value - expected) > atol + rtol * abs(expected):
-        raise Fail(f"{what} is {value:.6g}, expected {expected:.6g}")
+        off = abs(value - expected) / abs(expected) if expected else abs(value - expected)
+        how = f"{relative(off)} off" if expected else f"{off:.2g} away"
+        raise Fail(f"{what} is {value:.3g} where {approx(expected)} is expected ({how})")
+    return value
+
+
+def expect_rules(out, what: str, *, rng: bool = True):
+    """Check the observations of a `Call.observe` call against the notebook's rules (inputs
+    left unchanged, no hook left behind, and, with ``rng``, the global random generators left
+    alone); return the call's value."""
+    if not isinstance(out, tuple) or len(out) != 2 or not isinstance(out[1], dict):
+        raise Fail(f"{what}: the grader could not observe the call")  # pragma: no cover
+    value, found = out
+    broken = [*found.get("inputs", ()), *found.get("hooks", ())]
+    if rng:
+        broken += [f"it drew from or reseeded {g}" for g in found.get("rng", ())]
+    if broken:
+        raise Fail(f"{what} broke the notebook's rules (leave what you are given as you found "
+                   "it, remove your hooks, leave the global random generators alone): "
+                   + "; ".join(broken))
     return value

@@ -8,10 +8,16 @@ Conventions (nbgrader's markers, plain cell tags so any Jupyter front end keeps 
 - Cells that call a graded function to try it are tagged ``raises-exception``, so nbval and
   nbclient run the student copy to the end while the stubs still raise.
 
-For grading, each question runs only the answer cells it needs: the cell that defines its
-function and, transitively, the answer cells defining the names that cell uses (`cells_for`).
-So a crash, a hang or an ``exit()`` at the top level of one answer cell costs only the questions
-whose functions live in it or depend on it.
+For grading, each question runs only the cells it needs: every code cell that defines its
+function (in notebook order, so the last definition wins, as when the notebook is run from the
+top: a solution written in a new, untagged cell below the stub counts) and, transitively, the
+cells defining the names those cells use (`cells_for`). So a crash, a hang or an ``exit()`` at
+the top level of one cell costs only the questions whose functions live in it or depend on it.
+
+Cells become Python the way IPython makes them Python (`python_source`, with IPython's own
+``TransformerManager``): ``%magic``, ``!shell`` and ``name?`` become calls of ``get_ipython()``,
+which the grader provides as a shell that does nothing (`SHELL_SHIM`), and a PEP 8 continuation
+line that starts with ``%`` inside parentheses stays the modulo it is.
 """
 
 from __future__ import annotations
@@ -39,13 +45,15 @@ class NotebookError(ValueError):
 @dataclass
 class Cell:
     """A code cell as the grader sees it: its number in the notebook (1-based, all cells
-    counted), its source with IPython magics blanked out, and the names it binds and uses."""
+    counted), its source as plain Python (`python_source`), the names it binds and uses, and
+    whether it is tagged ``answer``."""
 
     number: int
     source: str
     defines: set[str] = field(default_factory=set)
     uses: set[str] = field(default_factory=set)
     syntax_error: str | None = None
+    tagged: bool = True
 
 
 def read_notebook(path: str | Path) -> dict:
@@ -78,19 +86,112 @@ def read_notebook(path: str | Path) -> dict:
     return nb
 
 
+#: Cell magics whose body is Python: the grader runs the body (once) as plain Python.
+PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun", "debug"})
+
+#: What ``get_ipython()`` and ``display`` are while grading (executed before the answer cells):
+#: magics and shell commands do nothing, except that ``%time``, ``%timeit`` and ``%prun`` run
+#: their statement once (so ``y = %time f(x)`` still computes ``f(x)``).
+SHELL_SHIM = '''
+class _GraderShell:
+    """IPython's shell as the grader provides it: magics and shell commands do nothing."""
+
+    def run_line_magic(self, name, line, _stack_depth=1):
+        import re as _re
+        import sys as _sys
+        if name not in ("time", "timeit", "prun"):
+            return None
+        statement = _re.sub(r"^(\\s*-[A-Za-z]+(\\s+[0-9]+)?)*\\s*", "", line)
+        frame = _sys._getframe(1)
+        try:
+            code = compile(statement, "<%" + name + ">", "eval")
+        except SyntaxError:
+            exec(compile(statement, "<%" + name + ">", "exec"), frame.f_globals, frame.f_locals)
+            return None
+        value = eval(code, frame.f_globals, frame.f_locals)
+        return value if name == "time" else None
+
+    def run_cell_magic(self, name, line, cell):
+        return None
+
+    def system(self, command):
+        return None
+
+    def getoutput(self, command, split=True, depth=0):
+        return []
+
+    def magic(self, line):
+        return None
+
+
+_GRADER_SHELL = _GraderShell()
+
+
+def get_ipython():
+    return _GRADER_SHELL
+
+
+def display(*objects, **kwargs):
+    return None
+'''
+
+
+def _ipython_transform(source: str) -> str:
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        return TransformerManager().transform_cell(source)
+    except Exception:  # noqa: BLE001 - leave it to the compiler to say what is wrong
+        return source if source.endswith("\n") else source + "\n"
+
+
 def python_source(source: str) -> str:
-    """Blank out IPython-only lines (``%magic``, ``!shell``, ``%%cell``) so that the cell
-    compiles as Python; line numbers are kept so tracebacks still point at the right line."""
-    lines = []
-    for line in source.splitlines():
-        stripped = line.lstrip()
-        help_line = stripped.endswith("?") and stripped.rstrip("?").isidentifier()
-        if stripped.startswith(("%", "!")) or help_line:
-            indent = line[: len(line) - len(stripped)]
-            lines.append(f"{indent}pass  # IPython-only line skipped by the grader")
-        else:
-            lines.append(line)
-    return "\n".join(lines) + "\n"
+    """Return a cell's source as plain Python, transformed as IPython transforms it.
+
+    Line magics, shell escapes and help requests become calls of ``get_ipython()`` (see
+    `SHELL_SHIM`), with line numbers kept, so tracebacks point at the right line. A cell magic
+    whose body is Python (``%%time``, ``%%capture``, ...) keeps its body as Python; any other
+    cell magic (``%%bash``, ``%%html``, ...) is not Python, and the cell is commented out.
+    """
+    if source.startswith("%%"):
+        first, _, body = source.partition("\n")
+        name = first[2:].split()[0] if first[2:].split() else ""
+        if name in PYTHON_CELL_MAGICS:
+            return f"# {first}  (the grader runs the body as plain Python)\n" + (
+                _ipython_transform(body) if body.strip() else "")
+        return "".join(f"# {line}\n" for line in source.splitlines())
+    return _ipython_transform(source)
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp,
+           ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _bound_names(body: list) -> set[str]:
+    """Names a list of module-level statements binds, in compound statements too (a ``def``
+    inside an ``if`` or a ``try`` counts), without looking into function or class bodies."""
+    names: set[str] = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                names.add((alias.asname or alias.name).split(".")[0])
+            continue
+        todo = [node]
+        while todo:
+            sub = todo.pop()
+            for child in ast.iter_child_nodes(sub):
+                if isinstance(child, ast.stmt):
+                    names |= _bound_names([child])
+                elif isinstance(child, ast.excepthandler):
+                    names |= ({child.name} if child.name else set()) | _bound_names(child.body)
+                elif isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+                    names.add(child.id)
+                elif not isinstance(child, _SCOPES):
+                    todo.append(child)
+    return names
 
 
 def _analyse(cell: Cell) -> Cell:
@@ -103,16 +204,11 @@ def _analyse(cell: Cell) -> Cell:
     except (ValueError, RecursionError, MemoryError) as err:  # null bytes, absurd nesting
         cell.syntax_error = f"{type(err).__name__}: the cell cannot be parsed"
         return cell
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            cell.defines.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            for alias in node.names:
-                cell.defines.add((alias.asname or alias.name).split(".")[0])
-        else:
-            for sub in ast.walk(node):
-                if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
-                    cell.defines.add(sub.id)
+    try:
+        cell.defines = _bound_names(tree.body)
+    except RecursionError:
+        cell.syntax_error = "RecursionError: the cell cannot be parsed"
+        return cell
     cell.uses = _global_references(table) - _BUILTINS
     return cell
 
@@ -129,43 +225,48 @@ def _global_references(table: symtable.SymbolTable) -> set[str]:
 
 
 def code_cells(nb: dict) -> tuple[list[Cell], bool]:
-    """Return the answer cells of a notebook (analysed) and whether any cell was tagged.
+    """Return every code cell of a notebook (analysed) and whether any cell is tagged ``answer``.
 
-    Without a single ``answer`` tag (a front end that dropped tags, cells pasted into a new
-    notebook) every code cell is a candidate; `cells_for` still picks only what a question needs.
+    All code cells are candidates, tagged or not (a student may write a solution in a new cell);
+    `cells_for` picks only the cells a question needs, so the notebook's set-up and try-it cells
+    run only if an answer uses a name they define.
     """
     tagged = any(ANSWER_TAG in c["tags"] for c in nb["cells"] if c["cell_type"] == "code")
     cells = []
     for number, cell in enumerate(nb["cells"], start=1):
-        if cell["cell_type"] != "code" or (tagged and ANSWER_TAG not in cell["tags"]):
+        if cell["cell_type"] != "code":
             continue
-        cells.append(_analyse(Cell(number=number, source=python_source(cell["source"]))))
+        cells.append(_analyse(Cell(number=number, source=python_source(cell["source"]),
+                                   tagged=ANSWER_TAG in cell["tags"])))
     return cells, tagged
 
 
 def cells_for(cells: list[Cell], function: str, provided: set[str]) -> tuple[list[Cell], str]:
-    """Select the answer cells a question needs, in notebook order.
+    """Select the cells a question needs, in notebook order.
 
     Args:
-        cells: the analysed answer cells (`code_cells`).
+        cells: the analysed code cells (`code_cells`).
         function: the graded function's name.
         provided: names the preamble already binds (torch, np, F, ...).
 
     Returns:
-        ``(cells, problem)``: the cells that define ``function`` and, transitively, the names those
-        cells use; ``problem`` is "" or says why the function cannot be found.
+        ``(cells, problem)``: every cell that defines ``function`` and, transitively, the cells
+        defining the names those cells use; ``problem`` is "" or says why the function cannot
+        be found (also when the last cell that tries to define it does not compile: that is
+        the student's latest attempt, and grading an older definition would mislead).
     """
     definers: dict[str, list[Cell]] = {}
     for cell in cells:
         for name in cell.defines:
             definers.setdefault(name, []).append(cell)
+    last_good = max((c.number for c in definers.get(function, [])), default=0)
+    broken = [c for c in cells if c.syntax_error and c.number > last_good
+              and re.search(rf"\bdef\s+{re.escape(function)}\b", c.source)]
+    if broken:
+        return [], (f"the cell defining {function} (cell {broken[-1].number}) does not compile: "
+                    f"{broken[-1].syntax_error}")
     if function not in definers:
-        broken = [c for c in cells if c.syntax_error and re.search(rf"\bdef\s+{function}\b",
-                                                                   c.source)]
-        if broken:
-            return [], (f"the cell defining {function} (cell {broken[0].number}) does not compile: "
-                        f"{broken[0].syntax_error}")
-        return [], f"no answer cell defines a function named {function!r}"
+        return [], f"no cell defines a function named {function!r}"
     chosen: dict[int, Cell] = {}
     todo = [function]
     seen = set(provided)

@@ -7,9 +7,10 @@ With ``--grade``, every ``.ipynb`` under the given paths is collected as a submi
 nothing else is collected from notebooks); each notebook is graded once, in the sandbox, and
 yields one test item per question, named after the function. The points still come from
 `deepscope.grading.grade`: pytest only reports them (``--grade-json DIR`` also writes each
-submission's JSON report there, named after its path, so two ``assignment.ipynb`` in
-different folders never overwrite each other). A notebook that cannot be graded, for whatever
-reason, is one failed test; collection never stops.
+submission's JSON report there, as a one-report list like ``deepscope grade --json``, named
+after its path, so two ``assignment.ipynb`` in different folders never overwrite each other).
+One grading seed serves the whole session (``--grade-seed N`` repeats a grading). A notebook
+that cannot be graded, for whatever reason, is one failed test; collection never stops.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 _WRITTEN = pytest.StashKey[set]()
+_SEED = pytest.StashKey[int]()
 
 
 def pytest_addoption(parser):
@@ -39,6 +41,8 @@ def pytest_addoption(parser):
                     help="how submissions are isolated (see deepscope grade --isolation)")
     group.addoption("--grade-trust-submissions", action="store_true",
                     help="grade without isolation where none is available")
+    group.addoption("--grade-seed", type=int, default=None, metavar="N",
+                    help="grading seed of the drawn cases (default: one fresh seed per session)")
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -68,15 +72,20 @@ class Submission(pytest.File):
     """A submitted notebook: graded once when collected; one item per question."""
 
     def collect(self):
-        from .runner import grade
+        from .report import reports_json
+        from .runner import grade, new_seed
 
         config = self.config
+        if _SEED not in config.stash:
+            chosen = config.getoption("grade_seed")
+            config.stash[_SEED] = new_seed() if chosen is None else chosen
         try:
             report = grade(self.path, config.getoption("grade_assignment"),
                            private_checks=config.getoption("grade_checks"),
                            time_limit=config.getoption("grade_time_limit"),
                            isolation=config.getoption("grade_isolation"),
-                           trust_submissions=config.getoption("grade_trust_submissions"))
+                           trust_submissions=config.getoption("grade_trust_submissions"),
+                           seed=config.stash[_SEED], student_id=self.path.stem)
         except KeyboardInterrupt:
             raise
         except Exception as err:  # noqa: BLE001 - one notebook's failure is one failed test
@@ -89,7 +98,7 @@ class Submission(pytest.File):
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             taken = config.stash.setdefault(_WRITTEN, set())
             name = report_name(self.path, config.invocation_params.dir, taken)
-            (Path(out_dir) / name).write_text(report.to_json() + "\n")
+            (Path(out_dir) / name).write_text(reports_json([report]) + "\n")
         if report.error:
             yield Unreadable.from_parent(self, name="submission", error=report.error)
             return

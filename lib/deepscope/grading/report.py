@@ -6,11 +6,15 @@ import csv
 import io
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .protocol import clean_text
 
-#: Version of the JSON report's layout (bump when a field changes meaning).
-REPORT_FORMAT = 1
+#: Version of the JSON report's layout (bump when a field changes meaning). Format 2 added
+#: ``id``, ``seed``, each question's ``cells`` and ``helpers`` and each check's ``private``;
+#: ``--json`` always writes a list of reports. The layout is `report.schema.json`.
+REPORT_FORMAT = 2
+SCHEMA = Path(__file__).with_name("report.schema.json")
 
 
 def _fmt(points: float) -> str:
@@ -26,6 +30,7 @@ class CheckResult:
     max_points: float
     passed: bool
     message: str = ""
+    private: bool = False
 
 
 @dataclass
@@ -40,6 +45,11 @@ class QuestionResult:
     problem: str = ""
     warnings: list[str] = field(default_factory=list)
     output: str = ""
+    #: The notebook's cells this question ran (1-based numbers, all cells counted).
+    cells: list[int] = field(default_factory=list)
+    #: Other graded functions it calls: name -> "yours" (it passed its own checks) or
+    #: "reference" (it did not, and a correct one stood in).
+    helpers: dict[str, str] = field(default_factory=dict)
 
     @property
     def points(self) -> float:
@@ -68,6 +78,7 @@ class Report:
     """The grade of one submission: per-question results and how the grading ran."""
 
     submission: str
+    id: str = ""
     assignment: str = ""
     title: str = ""
     questions: list[QuestionResult] = field(default_factory=list)
@@ -79,6 +90,8 @@ class Report:
     started: str = ""
     error: str = ""
     warnings: list[str] = field(default_factory=list)
+    #: The grading seed the drawn cases came from (``deepscope grade --seed`` repeats them).
+    seed: int | None = None
 
     @property
     def points(self) -> float:
@@ -105,11 +118,16 @@ class Report:
         """Return `to_dict` as indented JSON text."""
         return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=str)
 
+    def failed_checks(self) -> list[tuple[QuestionResult, CheckResult]]:
+        """Every check that did not pass, with its question."""
+        return [(q, c) for q in self.questions for c in q.checks if not c.passed]
+
     def table(self, details: bool = True) -> str:
         """Return the points table (and, with ``details``, every failed check with its message)."""
         lines = [f"deepscope grade: {self.submission}"]
         if self.assignment:
-            lines.append(f"assignment {self.assignment}: {self.title}")
+            seed = f" (grading seed {self.seed})" if self.seed is not None else ""
+            lines.append(f"assignment {self.assignment}: {self.title}{seed}")
         if self.error:
             lines.append(f"NOT GRADED: {self.error}")
         width = max([len(q.function) for q in self.questions] + [8])
@@ -149,9 +167,15 @@ def spreadsheet_safe(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def reports_json(reports: list[Report]) -> str:
+    """Return the JSON document ``--json`` writes: always a list of reports, one per submission
+    (validated by `report.schema.json`)."""
+    return json.dumps([r.to_dict() for r in reports], indent=2, allow_nan=False, default=str)
+
+
 def gradebook_csv(reports: list[Report]) -> str:
-    """Return one CSV row per submission: file, assignment, points per question, total, max,
-    why it was not graded, and the isolation it was graded under."""
+    """Return one CSV row per submission: student id, file, assignment, points per question,
+    total, max, why it was not graded, and the isolation it was graded under."""
     functions: list[str] = []
     for r in reports:
         for q in r.questions:
@@ -159,14 +183,15 @@ def gradebook_csv(reports: list[Report]) -> str:
                 functions.append(q.function)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["submission", "assignment", *map(spreadsheet_safe, functions), "total",
+    writer.writerow(["id", "submission", "assignment", *map(spreadsheet_safe, functions), "total",
                      "max", "error", "isolation"])
     for r in reports:
         by_name = {q.function: q.points for q in r.questions}
         points = [_fmt(by_name.get(f, 0.0)) for f in functions]
         isolation = r.sandbox.get("isolation", "")
-        writer.writerow([spreadsheet_safe(r.submission), spreadsheet_safe(r.assignment), *points,
-                         _fmt(r.points), _fmt(r.max_points), spreadsheet_safe(r.error),
+        writer.writerow([spreadsheet_safe(r.id), spreadsheet_safe(r.submission),
+                         spreadsheet_safe(r.assignment), *points, _fmt(r.points),
+                         _fmt(r.max_points), spreadsheet_safe(r.error),
                          "NOT ISOLATED (--trust-submissions)" if isolation == "none"
                          else isolation])
     return buffer.getvalue()

@@ -11,21 +11,25 @@ inside a check is named by its type, never shown with its text or the check's so
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import importlib
 import runpy
+import secrets
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import sandbox
 from .checks import Assignment, CaseContext, Check, Fail, Question
 from .intake import read_submission
-from .notebook import Cell, _analyse, cells_for
+from .notebook import SHELL_SHIM, Cell, _analyse, cells_for
 from .report import CheckResult, QuestionResult, Report
 
 #: The book's assignments: id -> module defining ``ASSIGNMENT`` (imported on first use, so the
@@ -108,11 +112,12 @@ def with_private_checks(assignment: Assignment, paths: Sequence[str | Path]) -> 
                 raise GradingError(f"{path}: {err.args[0]}") from err
             if not all(isinstance(c, Check) for c in checks):
                 raise GradingError(f"{path}: CHECKS[{function!r}] must be a list of Check")
-            question.checks.extend(checks)
+            question.checks.extend(dataclasses.replace(c, private=True) for c in checks)
         for question in namespace.get("QUESTIONS", []):
             if not isinstance(question, Question):
                 raise GradingError(f"{path}: QUESTIONS must hold Question objects")
-            extended.questions.append(question)
+            extended.questions.append(dataclasses.replace(question, checks=[
+                dataclasses.replace(c, private=True) for c in question.checks]))
         if not {"CHECKS", "QUESTIONS"} & set(namespace):
             raise GradingError(f"{path} defines neither CHECKS nor QUESTIONS")
     return extended
@@ -156,15 +161,43 @@ def _judge(question: Question, built: list, child: sandbox.ChildResult) -> list[
             message += f"\nHint: {check.hint}"
         passed = not message
         results.append(CheckResult(check.name, float(check.points) if passed else 0.0,
-                                   float(check.points), passed, message))
+                                   float(check.points), passed, message, private=check.private))
     return results
 
 
-def _build_checks(question: Question, device) -> list:
-    """Make every check's calls and judge (inputs and expected values, in this process)."""
-    ctx = CaseContext(device=torch.device(device))
+#: Built checks of recent gradings: a batch graded with one seed builds each check once.
+_BUILT: dict = {}
+_BUILT_MAX = 64
+
+
+def new_seed() -> int:
+    """A grading seed drawn from the operating system's entropy (31 bits, easy to type)."""
+    return secrets.randbits(31)
+
+
+def check_seed(seed: int, function: str, check_name: str) -> int:
+    """The seed of one check's `CaseContext`, from the grading seed and the check's identity
+    (so a check draws the same cases whatever else is graded)."""
+    words = [int(seed) & 0xFFFFFFFF, (int(seed) >> 32) & 0xFFFFFFFF,
+             zlib.crc32(function.encode()), zlib.crc32(check_name.encode())]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _build_checks(question: Question, device, seed: int = 0) -> list:
+    """Make every check's calls and judge (inputs and expected values, in this process).
+
+    Cached by (question, device, seed): the calls are copied into each sandbox and the judges
+    only read what they captured, so one build serves a whole batch of submissions."""
+    builders = [c.build for c in question.checks]
+    key = (question.function, str(device), int(seed), tuple(c.name for c in question.checks),
+           tuple(id(b) for b in builders))
+    cached = _BUILT.get(key)
+    if cached is not None and cached[0] == builders:
+        return cached[1]
     built = []
     for index, check in enumerate(question.checks, start=1):
+        ctx = CaseContext(device=torch.device(device),
+                          seed=check_seed(seed, question.function, check.name))
         try:
             made_calls, judge = check.build(ctx)
         except Exception as err:  # noqa: BLE001 - the teacher's check, not the student's
@@ -173,33 +206,59 @@ def _build_checks(question: Question, device) -> list:
         for call in made_calls:
             call.label = f"check {index}: {check.name}"
         built.append((made_calls, judge))
+    if len(_BUILT) >= _BUILT_MAX:
+        _BUILT.pop(next(iter(_BUILT)))
+    _BUILT[key] = (builders, built)
     return built
 
 
+def _provided(assignment: Assignment) -> set[str]:
+    return _analyse(Cell(0, assignment.preamble + SHELL_SHIM)).defines
+
+
+def _needed(assignment: Assignment, question: Question, cells) -> tuple[list[Cell], str, list]:
+    """The cells a question runs, why it cannot run (or ""), and the other graded functions
+    (with a correct version in ``assignment.substitutes``) that those cells call."""
+    needed, problem = cells_for(cells, question.function, _provided(assignment))
+    reached = set().union(*(c.uses for c in needed)) if needed else set()
+    helpers = sorted(name for name in assignment.substitutes
+                     if name != question.function and name in reached)
+    return needed, problem, helpers
+
+
 def _grade_question(number: int, question: Question, built: list, assignment: Assignment,
-                    cells, limits: dict) -> tuple[QuestionResult, str]:
+                    cells, limits: dict, helpers: dict[str, bool] | None = None,
+                    tagged: bool = True) -> tuple[QuestionResult, str]:
     """Grade one question in its own sandbox; return its result and, when the grader itself
-    failed to run it (sandbox set-up), the reason."""
+    failed to run it (sandbox set-up), the reason. ``helpers`` maps each graded function it
+    calls to whether the student's version passed its own checks (kept) or not (the reference
+    stands in)."""
     calls = [call for made_calls, _ in built for call in made_calls]
-    provided = _analyse(Cell(0, assignment.preamble)).defines
-    needed, problem = cells_for(cells, question.function, provided)
+    needed, problem, called = _needed(assignment, question, cells)
     result = QuestionResult(number=number, function=question.function, title=question.title,
-                            checks=[])
+                            checks=[], cells=[c.number for c in needed])
     if problem:
         result.problem = problem
-        result.checks = [CheckResult(c.name, 0.0, float(c.points), False, problem)
-                         for c in question.checks]
+        result.checks = [CheckResult(c.name, 0.0, float(c.points), False, problem,
+                                     private=c.private) for c in question.checks]
         return result, ""
-    reached = set().union(*(c.uses for c in needed))
-    substituted = sorted(name for name in assignment.substitutes
-                         if name != question.function and name in reached)
-    for name in substituted:
-        result.warnings.append(f"graded with a correct {name} in place of yours (it is graded "
-                               "in its own question)")
-    job = {"preamble": assignment.preamble, "function": question.function,
+    helpers = helpers or {}
+    substituted = [name for name in called if not helpers.get(name, False)]
+    for name in called:
+        kept = helpers.get(name, False)
+        result.helpers[name] = "yours" if kept else "reference"
+        result.warnings.append(
+            f"uses your {name} (it passed its own checks)" if kept else
+            f"graded with a correct {name} in place of yours (yours did not pass its own "
+            "checks, and loses its points only there)")
+    untagged = [c.number for c in needed if not c.tagged and question.function in c.defines]
+    if tagged and untagged:
+        result.warnings.append(f"{question.function} is defined in cell {untagged[-1]}, which is "
+                               "not tagged 'answer' (it was graded there all the same)")
+    job = {"preamble": assignment.preamble + SHELL_SHIM, "function": question.function,
            "cells": [{"number": c.number, "source": c.source} for c in needed],
            "substitutes": [assignment.substitutes[name] for name in substituted],
-           "calls": [(c.args, c.kwargs, c.grad_of) for c in calls],
+           "calls": [(c.args, c.kwargs, c.grad_of, c.observed) for c in calls],
            "labels": [c.label for c in calls],
            "forbidden": list(assignment.forbidden)}
     child = sandbox.run_job(job, isolation=limits["isolation"],
@@ -219,6 +278,74 @@ def _grade_question(number: int, question: Question, built: list, assignment: As
     return result, (child.reason if child.ended in ("setup", "startup") else "")
 
 
+def _grading_order(assignment: Assignment, chosen: list, cells) -> tuple[list, dict]:
+    """The questions to grade, helpers first (also those not chosen, whose verdict a chosen
+    question needs), and each question's helpers. Returns ([(number, question, shown)], deps)."""
+    numbers = {q.function: n for n, q in enumerate(assignment.questions, start=1)}
+    deps: dict[str, list[str]] = {}
+    todo = [q for _, q in chosen]
+    while todo:
+        q = todo.pop()
+        if q.function in deps:
+            continue
+        deps[q.function] = []
+        for name in _needed(assignment, q, cells)[2]:
+            if name in numbers:
+                deps[q.function].append(name)
+                todo.append(assignment.question(name))
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order or name in visiting:
+            return  # a cycle: its helpers are then graded with the reference
+        visiting.add(name)
+        for helper in deps[name]:
+            visit(helper)
+        order.append(name)
+
+    for name in sorted(deps, key=numbers.get):
+        visit(name)
+    shown = {q.function for _, q in chosen}
+    return [(numbers[f], assignment.question(f), f in shown) for f in order], deps
+
+
+def _grade_all(assignment: Assignment, chosen: list, cells, tagged: bool, limits: dict, device,
+               seed: int, jobs: int) -> tuple[list[QuestionResult], list[str]]:
+    """Grade the chosen questions, each helper before the questions that call it; return their
+    results and the reasons the grader itself failed to run any of them (sandbox set-up).
+
+    Every check is built first, in this thread and in order, so the drawn inputs and the
+    references are the same whatever ``jobs`` is; only the sandboxed runs go in parallel. A
+    question that calls another graded function waits for that function's verdict: it keeps
+    the student's version if it passed its own checks, else gets the reference."""
+    order, deps = _grading_order(assignment, chosen, cells)
+    built = {q.function: _build_checks(q, device, seed) for _, q, _ in order}
+    futures: dict = {}
+
+    def run(number: int, question: Question, earlier: dict):
+        helpers = {}
+        for name in deps[question.function]:
+            if name in earlier:  # else a cycle of helpers: the reference stands in
+                result, _ = earlier[name].result()
+                helpers[name] = result.points == result.max_points and not result.problem
+        return _grade_question(number, question, built[question.function], assignment, cells,
+                               limits, helpers, tagged)
+
+    sandbox.CANCEL.clear()
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        try:
+            for number, question, _ in order:
+                futures[question.function] = pool.submit(run, number, question, dict(futures))
+            graded = {name: future.result() for name, future in futures.items()}
+        except KeyboardInterrupt:
+            sandbox.CANCEL.set()  # the running questions stop now, not at their limits
+            raise
+    shown = [(n, q) for n, q, visible in order if visible]
+    results = [graded[q.function][0] for _, q in sorted(shown, key=lambda item: item[0])]
+    return results, [why for _, (_, why) in graded.items() if why]
+
+
 def grade(
     submission: str | Path,
     assignment: str | Assignment | None = None,
@@ -231,6 +358,8 @@ def grade(
     jobs: int = 1,
     isolation: str = "auto",
     trust_submissions: bool = False,
+    seed: int | None = None,
+    student_id: str = "",
 ) -> Report:
     """Grade one submitted notebook; return its `Report`.
 
@@ -248,6 +377,9 @@ def grade(
         isolation: ``"auto"`` (namespaces, else bubblewrap), ``"namespaces"``,
             ``"bubblewrap"`` or ``"none"``; see `sandbox.choose`.
         trust_submissions: allow grading without isolation where none is available.
+        seed: the grading seed the checks draw their cases from (None: a fresh one, recorded
+            in the report; grade a batch with one seed so every student meets the same cases).
+        student_id: the student's id for gradebooks and feedback files (``Report.id``).
 
     Returns:
         A `Report`; a notebook that cannot be read gets a report with ``error`` set and 0 points.
@@ -262,8 +394,9 @@ def grade(
     except sandbox.IsolationUnavailable as err:
         raise GradingError(str(err)) from err
     sandbox.warm_up()  # the zygote imports torch while this process reads and prepares
-    report = Report(submission=str(submission), device=str(device),
-                    started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    report = Report(submission=str(submission), device=str(device), id=student_id,
+                    started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    seed=new_seed() if seed is None else int(seed))
     from .. import __version__
 
     report.grader = f"deepscope {__version__}"
@@ -298,20 +431,8 @@ def grade(
               "isolation": path_kind}
     before = _grader_files_digest() if path_kind == "none" else ""
     if not report.error:
-        # Every check is built first, in order, so the seeded inputs and references are the same
-        # whatever ``jobs`` is; only the sandboxed runs go in parallel.
-        built = [_build_checks(q, device) for _, q in chosen]
-        sandbox.CANCEL.clear()
-        with ThreadPoolExecutor(max(1, jobs)) as pool:
-            try:
-                graded = list(pool.map(
-                    lambda item: _grade_question(item[0][0], item[0][1], item[1], assignment,
-                                                 cells, limits), zip(chosen, built)))
-            except KeyboardInterrupt:
-                sandbox.CANCEL.set()  # the running questions stop now, not at their limits
-                raise
-        report.questions = [q for q, _ in graded]
-        failures = [why for _, why in graded if why]
+        report.questions, failures = _grade_all(assignment, chosen, cells, read.tagged, limits,
+                                                device, report.seed, jobs)
         if failures:
             report.error = f"the grader could not run this notebook: {failures[0]}"
     if report.error:

@@ -105,7 +105,7 @@ PATHS = ("namespaces", "bubblewrap")
 CANCEL = threading.Event()
 _HERE = Path(__file__).resolve().parent
 _HARNESS = {"_sandbox_protocol": _HERE / "protocol.py", "_sandbox_isolate": _HERE / "_isolate.py",
-            "_sandbox_child": _HERE / "_child.py"}
+            "_sandbox_rules": _HERE / "rules.py", "_sandbox_child": _HERE / "_child.py"}
 _IN_BWRAP = "/run/deepscope-sandbox"
 _BOOT = """\
 import importlib.util, json, sys
@@ -117,12 +117,13 @@ def load(name, path):
     return module
 load("_sandbox_protocol", sys.argv[1])
 load("_sandbox_isolate", sys.argv[2])
-child = load("_sandbox_child", sys.argv[3])
+load("_sandbox_rules", sys.argv[3])
+child = load("_sandbox_child", sys.argv[4])
 """
-_ZYGOTE = _BOOT + "child.serve(int(sys.argv[4]))\n"
+_ZYGOTE = _BOOT + "child.serve(int(sys.argv[5]))\n"
 _READ_BOOT = "import sys; exec(sys.stdin.read())"  # the zygote's command line shows no path
-_INSIDE_BWRAP = _BOOT + "child.bubblewrap_main(int(sys.argv[4]), int(sys.argv[5]), " \
-                        "json.loads(sys.argv[6]))\n"
+_INSIDE_BWRAP = _BOOT + "child.bubblewrap_main(int(sys.argv[5]), int(sys.argv[6]), " \
+                        "json.loads(sys.argv[7]))\n"
 
 
 class IsolationUnavailable(RuntimeError):
@@ -169,6 +170,11 @@ def _python_paths() -> list[str]:
     paths += site.getsitepackages()
     if site.ENABLE_USER_SITE:
         paths.append(site.getusersitepackages())
+    # Package directories another environment lends through a .pth ``site.addsitedir`` (an
+    # nbgrader venv running the book's torch): only *-packages directories, which `view` then
+    # shows without the forbidden packages, never a source checkout on sys.path.
+    paths += [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))
+              and os.path.isdir(p)]
     return [os.path.abspath(p) for p in paths if os.path.lexists(p)]
 
 
@@ -382,7 +388,7 @@ class _Zygote:
         for index, path in enumerate(_HARNESS.values(), start=1):
             boot = boot.replace(f"sys.argv[{index}]", repr(str(path)))
         self.process = subprocess.Popen(
-            [sys.executable, "-E", "-c", _READ_BOOT, "-", "-", "-", str(child.fileno())],
+            [sys.executable, "-E", "-c", _READ_BOOT, *("-" * len(_HARNESS)), str(child.fileno())],
             pass_fds=(child.fileno(),), stdin=subprocess.PIPE, cwd=self.workdir.name,
             env=environment(), start_new_session=True)
         self.process.stdin.write(boot.encode())

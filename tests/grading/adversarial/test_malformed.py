@@ -70,7 +70,7 @@ GRADED_WITH_A_PROBLEM = [
      "null bytes"),
     ("deep-nesting-of-defs",
      _cells({**GOOD_CELL, "source": "".join(" " * i + "def f():\n" for i in range(120))
-             + " " * 120 + "pass\n"}), "no answer cell defines"),
+             + " " * 120 + "pass\n"}), "no cell defines"),
 ]
 
 
@@ -124,8 +124,9 @@ def test_file_names_never_become_spreadsheet_formulas(tmp_path, monkeypatch):
     reports = []
     for name in names:
         (tmp_path / name).write_bytes(_nb())
-        reports.append(grade(name, attack.ASSIGNMENT))
-    rows = list(csv.reader(io.StringIO(gradebook_csv(reports))))[1:]
-    assert [r[2] for r in rows] == ["1"] * len(names)  # graded as usual
-    assert [r[0] for r in rows[:-1]] == ["'" + name for name in FORMULAS]
-    assert rows[-1][0] == "line\nbreak.ipynb"  # quoted by the CSV, escape removed
+        reports.append(grade(name, attack.ASSIGNMENT, student_id=name.removesuffix(".ipynb")))
+    rows = list(csv.reader(io.StringIO(gradebook_csv(reports))))[1:]  # id, submission, ...
+    assert [r[3] for r in rows] == ["1"] * len(names)  # graded as usual
+    assert [r[1] for r in rows[:-1]] == ["'" + name for name in FORMULAS]
+    assert [r[0] for r in rows[:-1]] == ["'" + n.removesuffix(".ipynb") for n in FORMULAS]
+    assert rows[-1][1] == "line\nbreak.ipynb"  # quoted by the CSV, escape removed
