@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import matplotlib
 import pytest
@@ -11,6 +12,12 @@ import torch
 matplotlib.use("Agg")
 if os.environ.get("DEEPSCOPE_THREADS"):
     torch.set_num_threads(int(os.environ["DEEPSCOPE_THREADS"]))
+
+# Ctrl-C tests need Python's own SIGINT handler. A shell starts background jobs with SIGINT
+# ignored, and Python then leaves it ignored (no KeyboardInterrupt ever): give it back, to this
+# process and, through exec's reset of caught signals, to the processes the tests start.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
