@@ -43,11 +43,23 @@ def isolation(request):
     return request.param
 
 
-def _gone(probe, seconds=5.0):
+def _gone(probe, seconds=5.0, quiet=0.5):
+    """True once ``probe()`` has found nothing for ``quiet`` seconds in a row, within ``seconds``.
+
+    One empty listing is not enough: the report can come back while the kernel is still killing
+    the sandbox's pid namespace, and a child forked just before that can exec (and show the
+    marker in its command line) after a first empty listing; it dies within about 0.1 s."""
     deadline = time.time() + seconds
-    while probe() and time.time() < deadline:
-        time.sleep(0.1)
-    return not probe()
+    empty_since = None
+    while time.time() < deadline:
+        if probe():
+            empty_since = None
+        elif empty_since is None:
+            empty_since = time.time()
+        elif time.time() - empty_since >= quiet:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
