@@ -242,7 +242,7 @@ def main(argv=None) -> int:
                      "(_build/site/index.html)")
     test = sub.add_parser("test", help="run every check CI runs")
     test.add_argument("--only", help="comma-separated stages to run: lint, stripped, unit, "
-                      "grader, coverage, notebooks, smoke, browser")
+                      "grader, adversarial-user, coverage, notebooks, smoke, browser")
     test.add_argument("--workers", type=int, default=2,
                       help="parallel test processes (default 2, the CI machine's cores)")
     # Options lab does not know go on to JupyterLab, the headless runner or the site builder
